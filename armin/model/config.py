@@ -1,0 +1,90 @@
+"""The model's ablation switches: one frozen dataclass, one two-sided comment per field.
+
+Section numbers (§) refer to `shared/reference/armin.md`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from armin.config import require
+
+
+@dataclass(frozen=True)
+class TemperatureSchedule:
+    """Gumbel-softmax temperature over training steps.
+
+    Every number here is a **temperature** tau: reads use softmax((logits + g) / tau), so larger
+    is softer. The authors' code multiplies by an *inverse* temperature and raises it (§4.3);
+    `kind = "reference"` reproduces that schedule: inverse temperature min(2 + step // 400, 50),
+    i.e. tau = 1/2 at step 0 falling to 1/50 at step 19,200 (§7.1).
+    """
+
+    kind: Literal["constant", "linear", "exponential", "reference"] = "constant"
+    start: float = 1.0  # temperature at step 0 (the only one used by constant)
+    end: float = 1.0  # temperature reached after `steps` steps (linear, exponential)
+    steps: int = 0  # anneal length in training steps; held at `end` afterwards
+
+    def __post_init__(self) -> None:
+        require(self.start > 0 and self.end > 0, "start", f"temperatures must be > 0, got start={self.start}, end={self.end}")
+        require(self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
+        require(self.kind in ("constant", "reference") or self.steps > 0, "steps",
+                f"a {self.kind} anneal needs steps > 0")
+
+    def __call__(self, step: int) -> float:
+        """The temperature tau at training step `step` (0-based)."""
+        if self.kind == "reference":
+            return 1.0 / min(2 + step // 400, 50)
+        if self.kind == "constant":
+            return self.start
+        frac = min(step / self.steps, 1.0)
+        if self.kind == "linear":
+            return self.start + frac * (self.end - self.start)
+        return self.start * math.exp(frac * math.log(self.end / self.start))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which recurrent model to build. `arch = "lstm"` ignores every memory field."""
+
+    arch: Literal["armin", "lstm"] = "armin"  # armin: memory network (cell below); lstm: plain memory-less LSTM baseline
+    formulation: Literal["reference", "paper"] = "reference"  # reference: authors' algorithmic code (§4.2); paper: patent eqs. (1)-(6) (§3.2)
+    addressing: Literal["hidden", "hidden_only", "input_only", "tardis"] = "hidden"  # read logits from [x, h]: ARMIN; h alone; x alone; TARDIS keys+usage (§5, AwTA)
+    cell: Literal["armin", "lstm"] = "armin"  # armin: integrating cell with g^h, g^r and two output gates; lstm: LSTM fed [x, r]
+    read: Literal["gumbel", "soft"] = "gumbel"  # gumbel: straight-through hard one-hot (paper); soft: softmax-weighted sum (released alg. code)
+    eval_noise: bool = False  # False: eval reads take the argmax of the logits; True: Gumbel noise at eval too, as the code does
+    hidden_size: int = 100  # H
+    n_slots: int = 50  # N memory slots
+    r_size: int = 32  # slot width R in the reference formulation; the paper's slot width is H
+    key_size: int = 5  # per-slot key width for tardis addressing
+    temperature: TemperatureSchedule = field(default_factory=TemperatureSchedule)
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "n_slots", "r_size", "key_size"):
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(self.addressing != "tardis" or self.hidden_size >= 4, "hidden_size",
+                "tardis addressing needs hidden_size >= 4 (its scorer has hidden_size // 4 units)")
+
+    @property
+    def slot_size(self) -> int:
+        """Width of one memory slot: r_size (reference) or the hidden size (paper: h_t is written)."""
+        return self.r_size if self.formulation == "reference" else self.hidden_size
+
+    @property
+    def forget_bias(self) -> float:
+        """+1 inside the forget sigmoid in the authors' code (§4.6 #8); the patent's eqs. have none."""
+        return 1.0 if self.formulation == "reference" else 0.0
+
+    @property
+    def output_size(self) -> int:
+        """Width of o_t fed to the output layer: [state part, read part] or the LSTM's h."""
+        return self.hidden_size if self.arch == "lstm" else self.hidden_size + self.slot_size
+
+    def describe(self) -> str:
+        """A short human label such as `armin/reference/hidden/armin/gumbel`."""
+        if self.arch == "lstm":
+            return f"lstm(H={self.hidden_size})"
+        return (f"armin/{self.formulation}/{self.addressing}/{self.cell}/{self.read}"
+                f"(H={self.hidden_size},N={self.n_slots},W={self.slot_size})")

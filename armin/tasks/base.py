@@ -1,0 +1,58 @@
+"""What every task gives the trainer: batches, a loss, metrics and a fixed evaluation set."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch; every sequence in it has the same length.
+
+    inputs:  (T, B, X) float32, fed one step at a time.
+    targets: algorithmic tasks: (T_out, B, Y) float32 in {0, 1}, compared with the model's outputs
+             at the last T_out steps; classification: (B,) int64, scored at the last step.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.inputs.shape[1]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> "Batch":
+        targets = self.targets.to(device, dtype) if self.targets.is_floating_point() else self.targets.to(device)
+        return Batch(self.inputs.to(device, dtype), targets)
+
+
+class Task(ABC):
+    """A source of batches and the way to score a model's logits on them."""
+
+    input_size: int  # X
+    output_size: int  # Y
+    metric: str  # the task's headline metric name, e.g. "bits_error" or "accuracy"
+    higher_is_better: bool
+
+    @abstractmethod
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """A fresh training batch drawn only from `generator` (a CPU generator)."""
+
+    @abstractmethod
+    def eval_set(self, n_sequences: int, batch_size: int, generator: torch.Generator) -> list[Batch]:
+        """The fixed evaluation set (about `n_sequences` sequences in batches of `batch_size`).
+
+        The same `generator` seed always gives the same batches. Tasks with a held-out split
+        (digits) return that split and may ignore `n_sequences`.
+        """
+
+    @abstractmethod
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Scalar training loss from logits (T, B, Y)."""
+
+    @abstractmethod
+    def metrics(self, logits: torch.Tensor, batch: Batch) -> dict[str, float]:
+        """Per-batch means (loss included); the trainer averages them weighted by batch size."""
