@@ -1,0 +1,159 @@
+"""Train one model on one task: a plain function, straight through, sections marked.
+
+The only injection point is `report(step, metrics)`, called at every evaluation; the study engine
+uses it to stream values to its driver and to prune (by raising). Nothing here knows about Ray,
+Optuna or the database.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+
+from armin.config import to_mapping
+from armin.model import build_model, count_parameters
+from armin.seeding import DATA, GUMBEL, INIT, derive_seed, generator
+from armin.tasks import Batch, Task, build_task
+from armin.training.config import OptimizerConfig, RunConfig
+from armin.training.probes import read_entropy, slot_usage
+
+Report = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced; `asdict` gives the JSON written by `armin train --out`."""
+
+    status: Literal["completed", "diverged"]
+    steps_done: int
+    diverged_step: int | None  # first step whose training loss was NaN or infinite
+    final: dict[str, float]  # metrics at the last evaluation
+    history: list[dict[str, float]]  # one entry per evaluation, with its "step"
+    n_params: int
+    time_per_step_s: float  # training steps only (forward, backward, optimizer), no evaluation
+    steps_per_s: float
+    wall_time_s: float
+    peak_memory_bytes: int  # CPU: peak RSS of the process; GPU: torch.cuda.max_memory_allocated
+    device: str
+    seed: int
+    versions: dict[str, str] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps,
+                                   momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                            weight_decay=cfg.weight_decay)
+
+
+def clip_gradients(cfg: OptimizerConfig, params) -> None:
+    if cfg.clip == "value":
+        torch.nn.utils.clip_grad_value_(params, cfg.clip_threshold)
+    elif cfg.clip == "norm":
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip_threshold)
+
+
+def evaluate(model: torch.nn.Module, task: Task, eval_set: list[Batch], temperature: float,
+             noise_seed: int) -> dict[str, float]:
+    """Metrics on the fixed evaluation set, averaged over sequences, plus memory probes."""
+    model.eval()
+    totals: dict[str, float] = {}
+    n = 0
+    gen = torch.Generator().manual_seed(noise_seed)  # same eval noise at every evaluation
+    with torch.no_grad():
+        for batch in eval_set:
+            out = model(batch.inputs, temperature=temperature, generator=gen, trace=True)
+            metrics = task.metrics(out.logits, batch)
+            if out.reads is not None:
+                metrics |= {"read_entropy": read_entropy(out.reads), "slot_usage": slot_usage(out.reads)}
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + v * batch.batch_size
+            n += batch.batch_size
+    model.train()
+    return {k: v / n for k, v in totals.items()}
+
+
+def peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def versions() -> dict[str, str]:
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
+
+
+def train(run: RunConfig, report: Report | None = None, progress: Callable[[int, int, dict], None] | None = None
+          ) -> RunResult:
+    """Train `run.model` on `run.task` with `run.optimizer` for `run.train.steps` steps."""
+    tc = run.train
+    device = torch.device(tc.device)
+    dtype = getattr(torch, tc.dtype)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    # ---- seeding: independent streams from one run seed (armin.seeding) -------------------------
+    task = build_task(run.task)
+    data_gen = generator(run.seed, DATA)  # training batches: identical for every arm of a seed
+    gumbel_gen = generator(run.seed, GUMBEL)  # training-time Gumbel noise
+    model = build_model(run.model, task.input_size, task.output_size, seed=derive_seed(run.seed, INIT))
+    model = model.to(device=device, dtype=dtype)
+    eval_set = [b.to(device, dtype) for b in task.eval_set(tc.eval_sequences, tc.eval_batch_size,
+                                                           generator(tc.eval_seed, "eval"))]
+    eval_noise_seed = derive_seed(run.seed, "eval_gumbel")
+
+    # ---- optimisation ---------------------------------------------------------------------------
+    params = list(model.parameters())
+    opt = make_optimizer(run.optimizer, params)
+    history: list[dict[str, float]] = []
+    status, diverged_step, step = "completed", None, 0
+    loss_sum, loss_n, train_time = 0.0, 0, 0.0
+    start = time.perf_counter()
+    for step in range(1, tc.steps + 1):
+        t0 = time.perf_counter()
+        batch = task.sample(tc.batch_size, data_gen).to(device, dtype)
+        temperature = run.model.temperature(step - 1)
+        out = model(batch.inputs, temperature=temperature, generator=gumbel_gen)
+        loss = task.loss(out.logits, batch)
+        if not torch.isfinite(loss):
+            status, diverged_step = "diverged", step
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_gradients(run.optimizer, params)
+        opt.step()
+        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+        train_time += time.perf_counter() - t0
+
+        if step % tc.eval_every == 0 or step == tc.steps:
+            metrics = {"step": step, "train_loss": loss_sum / loss_n, "temperature": temperature}
+            metrics |= {f"eval_{k}" if k == "loss" else k: v
+                        for k, v in evaluate(model, task, eval_set, temperature, eval_noise_seed).items()}
+            loss_sum, loss_n = 0.0, 0
+            history.append(metrics)
+            if report is not None:
+                report(step, metrics)
+        if progress is not None:
+            progress(step, tc.steps, history[-1] if history else {})
+
+    steps_done = step if status == "completed" else step - 1
+    return RunResult(
+        status=status, steps_done=steps_done, diverged_step=diverged_step,
+        final=history[-1] if history else {}, history=history, n_params=count_parameters(model),
+        time_per_step_s=train_time / max(steps_done, 1), steps_per_s=steps_done / train_time if train_time else 0.0,
+        wall_time_s=time.perf_counter() - start, peak_memory_bytes=peak_memory(device),
+        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        seed=run.seed, versions=versions(), config=to_mapping(run),
+    )
