@@ -1,0 +1,107 @@
+"""`armin train`: train one model on one task and print (and optionally save) its metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from pathlib import Path
+
+from armin.cli.options import OptionGroup, parse_assignment, translate
+from armin.config import from_mapping
+from armin.errors import ConfigError
+from armin.model.config import ModelConfig, TemperatureSchedule
+from armin.tasks import TASK_NAMES
+from armin.training.config import OptimizerConfig, RunConfig, TrainConfig
+
+GROUPS = [
+    OptionGroup(ModelConfig, ("model",)),
+    OptionGroup(TemperatureSchedule, ("model", "temperature"), prefix="temperature_"),
+    OptionGroup(OptimizerConfig, ("optimizer",), rename={"name": "optimizer"}),
+    OptionGroup(TrainConfig, ("train",)),
+]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train one model on one task",
+        description="Train one model on one task. Model flags choose the ablation arm; optimizer and "
+                    "training flags are the settings every arm shares. Temperatures are temperatures "
+                    "(softmax((logits+g)/tau)); --temperature-kind reference is the authors' inverse-"
+                    "temperature schedule min(2 + step//400, 50).",
+        epilog="example: armin train --task copy --task-option max_len=20 --cell armin "
+               "--addressing hidden --steps 2000 --seed 1 --out copy.json")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="a TOML run config ([task], [model], [optimizer], [train], seed); flags override it")
+    p.add_argument("--task", choices=TASK_NAMES, metavar="{" + ",".join(TASK_NAMES) + "}",
+                   help="the task (default: copy)")
+    p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a task parameter, repeatable, e.g. max_len=20 or legacy_column_sort=true")
+    p.add_argument("--seed", type=int, help="run seed: derives data, init and Gumbel streams (default: 0)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="write the result (metrics, history, costs, config) as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    for group, title in zip(GROUPS, ["model", "Gumbel temperature schedule", "optimizer (shared by every arm)",
+                                     "training budget and evaluation (shared by every arm)"]):
+        group.add_to(p, title)
+    p.set_defaults(func=run)
+
+
+def run_config_from_args(args: argparse.Namespace) -> RunConfig:
+    data: dict = {}
+    if args.config is not None:
+        try:
+            data = tomllib.loads(args.config.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{args.config}: {e}") from None
+        try:
+            return _merge_and_build(data, args)
+        except ConfigError as e:
+            raise ConfigError(f"{args.config}: {e}") from None
+    return _merge_and_build(data, args)
+
+
+def _merge_and_build(data: dict, args: argparse.Namespace) -> RunConfig:
+    task = dict(data.get("task", {}))
+    if args.task is not None and args.task != task.get("name"):
+        task = {"name": args.task}
+    task.setdefault("name", "copy")
+    task |= dict(parse_assignment(a) for a in args.task_option)
+    data = {**data, "task": task}
+    if args.seed is not None:
+        data["seed"] = args.seed
+    flags: dict = {}
+    for g in GROUPS:
+        g.collect(args, flags)
+    for section, values in flags.items():
+        merged = {**data.get(section, {}), **values}
+        if "temperature" in values:
+            merged["temperature"] = {**data.get(section, {}).get("temperature", {}), **values["temperature"]}
+        data[section] = merged
+    try:
+        return from_mapping(RunConfig, data, "cli")
+    except ConfigError as e:
+        text = str(translate(e, GROUPS))
+        if text.startswith(("task.", "task:")):  # task parameters come from --task-option
+            text = "--task-option " + text[len("task."):] if text.startswith("task.") else "--task-option" + text[4:]
+        raise ConfigError(text) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from armin.cli.progress import TrainProgress
+    from armin.training import train
+
+    cfg = run_config_from_args(args)
+    print(f"task {cfg.task.name} | model {cfg.model.describe()} | seed {cfg.seed} | "
+          f"{cfg.optimizer.name} lr {cfg.optimizer.lr:g} | {cfg.train.steps} steps x batch {cfg.train.batch_size}")
+    with TrainProgress(cfg.train.steps, enabled=not args.quiet) as progress:
+        result = train(cfg, progress=progress.update)
+    for point in result.history:
+        print("  " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in point.items()))
+    print(f"{result.status}" + (f" at step {result.diverged_step}" if result.diverged_step else "") +
+          f" | {result.n_params:,} parameters | {result.time_per_step_s * 1e3:.1f} ms/step | "
+          f"peak memory {result.peak_memory_bytes / 2**20:.0f} MiB | {result.device}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result.to_dict(), indent=2))
+        print(f"wrote {args.out}")
+    return 0
