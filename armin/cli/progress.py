@@ -21,6 +21,13 @@ class TrainProgress:
     def __exit__(self, *exc) -> None:
         self.bar.__exit__(*exc)
 
+    def log(self, line: str) -> None:
+        """A line printed above the bar (to stdout, flushed, so logs of background runs are live)."""
+        if self.enabled:
+            self.bar.console.print(line, highlight=False, soft_wrap=True)
+        else:
+            print(line, flush=True)
+
     def update(self, step: int, total: int, last_eval: dict) -> None:
         info = "  ".join(f"{k} {v:.3g}" for k, v in last_eval.items() if k in ("eval_loss", "bits_error", "accuracy"))
         self.bar.update(self.task_id, completed=step, info=info)

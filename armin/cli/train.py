@@ -86,6 +86,10 @@ def _merge_and_build(data: dict, args: argparse.Namespace) -> RunConfig:
         raise ConfigError(text) from None
 
 
+def format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+
+
 def run(args: argparse.Namespace) -> int:
     from armin.cli.progress import TrainProgress
     from armin.training import train
@@ -94,9 +98,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"task {cfg.task.name} | model {cfg.model.describe()} | seed {cfg.seed} | "
           f"{cfg.optimizer.name} lr {cfg.optimizer.lr:g} | {cfg.train.steps} steps x batch {cfg.train.batch_size}")
     with TrainProgress(cfg.train.steps, enabled=not args.quiet) as progress:
-        result = train(cfg, progress=progress.update)
-    for point in result.history:
-        print("  " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in point.items()))
+        result = train(cfg, report=lambda step, metrics: progress.log(format_metrics(metrics)),
+                       progress=progress.update)
     print(f"{result.status}" + (f" at step {result.diverged_step}" if result.diverged_step else "") +
           f" | {result.n_params:,} parameters | {result.time_per_step_s * 1e3:.1f} ms/step | "
           f"peak memory {result.peak_memory_bytes / 2**20:.0f} MiB | {result.device}")
