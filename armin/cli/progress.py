@@ -31,3 +31,56 @@ class TrainProgress:
     def update(self, step: int, total: int, last_eval: dict) -> None:
         info = "  ".join(f"{k} {v:.3g}" for k, v in last_eval.items() if k in ("eval_loss", "bits_error", "accuracy"))
         self.bar.update(self.task_id, completed=step, info=info)
+
+
+class StudyProgress:
+    """The driver's live line: done/total, running, failed, pruned, diverged, lost, best, ETA.
+
+    On a terminal it redraws one line; otherwise it prints a line whenever the counts change.
+    """
+
+    def __init__(self, *, enabled: bool = True):
+        import sys
+
+        self.enabled, self.tty = enabled, sys.stderr.isatty()
+        self.last = ""
+        self.done_at_start: int | None = None
+
+    def __enter__(self) -> "StudyProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.enabled and self.tty and self.last:
+            import sys
+
+            sys.stderr.write("\n")
+            self.last = ""
+
+    def describe(self, p) -> str:
+        if self.done_at_start is None:
+            self.done_at_start = p.done
+        eta = p.eta_s(p.done - self.done_at_start)
+        best = "-" if p.best is None else f"{p.best:.4g}"
+        eta_text = "-" if eta is None else f"{eta / 60:.1f} min"
+        return (f"trials {p.done}/{p.total} done | {p.running} running | {p.failed} failed | {p.pruned} pruned | "
+                f"{p.diverged} diverged | {p.lost} lost | best {best} | ETA {eta_text}")
+
+    def update(self, p) -> None:
+        if not self.enabled:
+            return
+        import sys
+
+        line = self.describe(p)
+        if line == self.last:
+            return
+        if self.tty:
+            sys.stderr.write("\r\033[2K" + line)
+        else:
+            counts_changed = line.split(" | ETA")[0] != self.last.split(" | ETA")[0]
+            if counts_changed:
+                sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        self.last = line

@@ -11,7 +11,7 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -97,7 +97,25 @@ def versions() -> dict[str, str]:
 
 def train(run: RunConfig, report: Report | None = None, progress: Callable[[int, int, dict], None] | None = None
           ) -> RunResult:
-    """Train `run.model` on `run.task` with `run.optimizer` for `run.train.steps` steps."""
+    """Train `run.model` on `run.task` with `run.optimizer` for `run.train.steps` steps.
+
+    `report(step, metrics)` is called at every evaluation; raising from it stops the run.
+    """
+    for event in training_events(run, progress):
+        if isinstance(event, RunResult):
+            return event
+        if report is not None:
+            report(int(event["step"]), event)
+    raise AssertionError("training_events ends with a RunResult")
+
+
+def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] | None = None
+                    ) -> Iterator[dict[str, float] | RunResult]:
+    """The training loop as a generator: each evaluation's metrics, then the `RunResult`.
+
+    A generator so the study engine's Ray task can stream evaluations to its driver as they
+    happen (and be cancelled between them) without threads or callbacks.
+    """
     tc = run.train
     device = torch.device(tc.device)
     dtype = getattr(torch, tc.dtype)
@@ -143,13 +161,12 @@ def train(run: RunConfig, report: Report | None = None, progress: Callable[[int,
                         for k, v in evaluate(model, task, eval_set, temperature, eval_noise_seed).items()}
             loss_sum, loss_n = 0.0, 0
             history.append(metrics)
-            if report is not None:
-                report(step, metrics)
+            yield metrics
         if progress is not None:
             progress(step, tc.steps, history[-1] if history else {})
 
     steps_done = step if status == "completed" else step - 1
-    return RunResult(
+    yield RunResult(
         status=status, steps_done=steps_done, diverged_step=diverged_step,
         final=history[-1] if history else {}, history=history, n_params=count_parameters(model),
         time_per_step_s=train_time / max(steps_done, 1), steps_per_s=steps_done / train_time if train_time else 0.0,

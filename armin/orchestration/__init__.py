@@ -1,0 +1,1 @@
+"""Orchestration: specs -> Optuna trials -> Ray tasks -> the database (the only package that imports ray/optuna)."""

@@ -1,0 +1,56 @@
+"""What runs inside a Ray task: one training run, streamed back to the driver as plain events.
+
+Workers never open the database (the driver is its only writer) and never see Optuna: they get a
+resolved RunConfig as a mapping and yield events:
+  {"kind": "started", "host", "pid", "device"}
+  {"kind": "eval", "step", "metrics"}            at every evaluation (the driver may prune here)
+  {"kind": "result", "result": RunResult dict}   once, at the end (completed or diverged)
+  {"kind": "failed", "reason", "traceback"}      if training raised
+A worker process that dies (OOM, SIGKILL, node loss) yields nothing more; the driver sees Ray's
+error and records the trial as lost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from armin.config import from_mapping
+from armin.training import RunConfig, RunResult, training_events
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A deliberate failure for fault-tolerance tests: raise an exception, or SIGKILL the worker."""
+
+    kind: Literal["raise", "kill"]
+    at_step: int  # acts at the first evaluation at or after this step
+
+
+def trial_stream(run_mapping: dict, threads: int = 1, fault: Fault | None = None) -> Iterator[dict]:
+    torch.set_num_threads(max(1, threads))
+    run = from_mapping(RunConfig, run_mapping, "trial")
+    device = run.train.device
+    if device.startswith("cuda") and torch.cuda.is_available():
+        device = torch.cuda.get_device_name(torch.device(device))
+    yield {"kind": "started", "host": socket.gethostname(), "pid": os.getpid(), "device": device}
+    try:
+        for event in training_events(run):
+            if isinstance(event, RunResult):
+                yield {"kind": "result", "result": event.to_dict()}
+                return
+            if fault is not None and event["step"] >= fault.at_step:
+                if fault.kind == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise RuntimeError(f"injected fault at step {event['step']}")
+            yield {"kind": "eval", "step": int(event["step"]), "metrics": dict(event)}
+    except Exception as e:  # recorded as FAILED with its traceback; the study goes on
+        yield {"kind": "failed", "reason": f"{type(e).__name__}: {e}".splitlines()[0][:500],
+               "traceback": traceback.format_exc()}

@@ -1,0 +1,1 @@
+"""Reading the database back: study status now, comparison reports later."""

@@ -1,0 +1,53 @@
+"""`armin study status` and `armin study list`: plain-text summaries read from the database."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from armin.storage import Database, Study, Trial, TrialState, decode_value
+
+
+def best_trial(study: Study, direction: str) -> Trial | None:
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE and decode_value(t.value, t.value_kind) is not None]
+    if not done:
+        return None
+    key = lambda t: decode_value(t.value, t.value_kind)  # noqa: E731
+    return min(done, key=key) if direction == "minimize" else max(done, key=key)
+
+
+def study_summary(db: Database, name: str) -> str:
+    with db.session() as s:
+        study = Study.find_or_raise_by_name(s, name)
+        spec = json.loads(study.spec_json)
+        search, objective = spec["search"], spec["objective"]
+        counts = Counter(t.state.name.lower() for t in study.trials)
+        results = sum(n for state, n in counts.items() if TrialState[state.upper()].counts_as_result())
+        total = search["n_trials"] * search["seeds_per_config"]
+        lines = [f"study {study.name} ({study.status}), created {study.created_at:%Y-%m-%d %H:%M:%S} UTC, "
+                 f"elapsed {(study.updated_at - study.created_at).total_seconds() / 60:.1f} min",
+                 f"results {results}/{total}; attempts by state: " +
+                 (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")]
+        best = best_trial(study, objective["direction"])
+        if best is not None:
+            lines.append(f"best {objective['metric']} {decode_value(best.value, best.value_kind):.6g} "
+                         f"(trial {best.number}, seed {best.seed}): {best.params_json}")
+        for t in study.trials:
+            if t.state in (TrialState.FAILED, TrialState.LOST, TrialState.CANCELLED, TrialState.DIVERGED):
+                detail = f"diverged at step {t.diverged_step}" if t.state == TrialState.DIVERGED else t.failure_reason
+                lines.append(f"  trial {t.number} (config {t.config_id}, seed {t.seed}, attempt {t.attempt}) "
+                             f"{t.state.name.lower()}: {detail}")
+        return "\n".join(lines)
+
+
+def list_summary(db: Database) -> str:
+    with db.session() as s:
+        studies = s.query(Study).order_by(Study.created_at).all()
+        if not studies:
+            return "no studies"
+        rows = [f"{'name':<28} {'kind':<9} {'status':<12} {'results':>8} {'attempts':>9}  created (UTC)"]
+        for st in studies:
+            results = sum(t.state.counts_as_result() for t in st.trials)
+            rows.append(f"{st.name:<28} {st.kind:<9} {st.status:<12} {results:>8} {len(st.trials):>9}  "
+                        f"{st.created_at:%Y-%m-%d %H:%M}")
+        return "\n".join(rows)
