@@ -1,0 +1,22 @@
+"""One real local Ray cluster (2 CPUs) shared by the orchestration tests."""
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """Yields the cluster's address, so subprocess drivers can join it with --address."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    # Trials and the test process share 2 cores: oversubscribed BLAS threads slow everything down.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
