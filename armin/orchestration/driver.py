@@ -91,6 +91,8 @@ class Driver:
         self.running: dict[object, Running] = {}
         self.pending: list[Slot] = []
         self.direction = spec.objective.direction
+        # row id -> wall-clock marks (begun, launched, started, result_sent, received, written): `armin bench study`
+        self.timings: dict[int, dict[str, float]] = {}
 
     # ---- the study row and the Optuna study -----------------------------------------------------
     def open_study(self) -> int:
@@ -161,6 +163,7 @@ class Driver:
 
     # ---- launching ------------------------------------------------------------------------------
     def launch(self, slot: Slot, otrial: optuna.Trial | None = None) -> None:
+        begun = time.time()
         if otrial is None:  # a replicate or a retry: an Optuna trial with the slot's fixed params
             self.ostudy.enqueue_trial(slot.params, skip_if_exists=False)
             otrial = self.ostudy.ask()
@@ -182,9 +185,11 @@ class Driver:
             s.flush()
             row_id = row.id
         res = self.spec.resources
+        launched = time.time()
         remote = ray.remote(trial_stream).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0)
         stream = remote.remote(to_mapping(run), max(1, int(res.cpus)), self.faults.get(number))
         self.running[stream] = Running(row_id, slot, otrial, stream)
+        self.timings[row_id] = {"begun": begun, "launched": launched}
 
     def next_slot(self) -> tuple[Slot, optuna.Trial | None] | None:
         if self.pending:
@@ -211,14 +216,18 @@ class Driver:
             self.finish_lost(run, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500])
             return
         kind = event["kind"]
+        marks = self.timings[run.row_id]
         if kind == "started":
+            marks["started"] = event["t"]
             with self.db.session() as s:
                 row = s.get(Trial, run.row_id)
                 row.worker_host, row.device = event["host"], event["device"]
         elif kind == "eval":
             self.record_eval(run, event["step"], event["metrics"])
         elif kind == "result":
+            marks["result_sent"], marks["received"] = event["t"], time.time()
             self.finish_result(run, event["result"])
+            marks["written"] = time.time()
         elif kind == "failed":
             self.finish(run, TrialState.FAILED, reason=event["reason"], tb=event["traceback"])
             self.ostudy.tell(run.otrial, state=optuna.trial.TrialState.FAIL)

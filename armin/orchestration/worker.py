@@ -2,9 +2,9 @@
 
 Workers never open the database (the driver is its only writer) and never see Optuna: they get a
 resolved RunConfig as a mapping and yield events:
-  {"kind": "started", "host", "pid", "device"}
+  {"kind": "started", "host", "pid", "device", "t"}  (t: the worker's wall clock, for overhead timing)
   {"kind": "eval", "step", "metrics"}            at every evaluation (the driver may prune here)
-  {"kind": "result", "result": RunResult dict}   once, at the end (completed or diverged)
+  {"kind": "result", "result": RunResult dict, "t"}   once, at the end (completed or diverged)
   {"kind": "failed", "reason", "traceback"}      if training raised
 A worker process that dies (OOM, SIGKILL, node loss) yields nothing more; the driver sees Ray's
 error and records the trial as lost.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,11 +41,11 @@ def trial_stream(run_mapping: dict, threads: int = 1, fault: Fault | None = None
     device = run.train.device
     if device.startswith("cuda") and torch.cuda.is_available():
         device = torch.cuda.get_device_name(torch.device(device))
-    yield {"kind": "started", "host": socket.gethostname(), "pid": os.getpid(), "device": device}
+    yield {"kind": "started", "host": socket.gethostname(), "pid": os.getpid(), "device": device, "t": time.time()}
     try:
         for event in training_events(run):
             if isinstance(event, RunResult):
-                yield {"kind": "result", "result": event.to_dict()}
+                yield {"kind": "result", "result": event.to_dict(), "t": time.time()}
                 return
             if fault is not None and event["step"] >= fault.at_step:
                 if fault.kind == "kill":
