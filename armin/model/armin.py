@@ -6,6 +6,11 @@ One time step is read -> cell -> write (§3, Fig. 1):
   write: the first N steps fill slots 0..N-1 in order; then the new state overwrites the slot
          just read (write index detached)
 Section numbers (§) refer to `shared/reference/armin.md`; `ModelConfig` holds the switches.
+
+`ARMIN(..., impl="fused")` (the default) runs whole sequences through `armin.model.fused` (one
+autograd Function, hand-written backward, C++ loop on CPU) for every configuration but TARDIS
+addressing; `impl="eager"` runs the step loop below (always used for TARDIS). Both compute the
+same function; `impl` is an execution switch, not an ablation.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from armin.model import fused
 from armin.model.config import ModelConfig
 
 GUMBEL_EPS = 1e-20  # inside both logs of the Gumbel sample, as the authors' code (§4.3)
 TARDIS_REPEAT_PENALTY = 100.0  # subtracted from the logit of the slot read at t-1 (§5, TARDIS)
+IMPLS = ("fused", "eager")  # fused: whole-sequence kernel where `fused.supports(cfg)`; eager: the step loop
 
 
 @dataclass(frozen=True)
@@ -56,9 +63,12 @@ def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None) -> T
 class ARMIN(nn.Module):
     """A memory-augmented RNN over a whole batch of sequences, input (T, B, X)."""
 
-    def __init__(self, cfg: ModelConfig, input_size: int, output_size: int):
+    def __init__(self, cfg: ModelConfig, input_size: int, output_size: int, *, impl: str = "fused"):
         super().__init__()
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         self.cfg = cfg
+        self.impl = impl  # settable at any time: model.impl = "eager" runs the step loop
         X, H, N, W = input_size, cfg.hidden_size, cfg.n_slots, cfg.slot_size
         self.sizes = (X, H, N, W)
         # Addressing: where the read logits come from (§3.1; TARDIS scorer §5)
@@ -202,6 +212,8 @@ class ARMIN(nn.Module):
             noise = None
         if noise is not None:
             noise = noise.to(device=x.device, dtype=x.dtype)
+        if self.impl == "fused" and fused.supports(self.cfg):
+            return fused.fused_forward(self, x, s, temperature=temperature, noise=noise, trace=trace)
         outs, reads = [], []
         for t in range(T):
             out, s, y = self.step(x[t], s, temperature, None if noise is None else noise[t])

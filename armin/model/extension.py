@@ -1,0 +1,70 @@
+"""The C++ loop of the fused path (`fused.cpp`): compiled on first use, cached, optional.
+
+`load()` builds the extension once per machine with `torch.utils.cpp_extension.load` (g++ and
+ninja; the result is cached under $TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions, and
+reused by later processes until fused.cpp changes) and returns the module, or None when it cannot
+be built (no compiler, no ninja, a failed build, or ARMIN_FUSED_CPP=0): the fused path then runs
+its Python loop instead, with one logged warning saying why. `status()` tells which happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from types import ModuleType
+
+from armin.model.fused import Saved, Spec
+
+SOURCE = Path(__file__).with_name("fused.cpp")
+NAME = "armin_fused_v1"  # bump when the Python <-> C++ signature changes
+DISABLE_ENV = "ARMIN_FUSED_CPP"  # "0": never build or use the extension
+
+log = logging.getLogger(__name__)
+_module: ModuleType | None = None
+_status = "not loaded yet"
+
+
+def load() -> ModuleType | None:
+    """The compiled module (built at the first call in a process), or None if unavailable."""
+    global _module, _status
+    if _module is not None or _status != "not loaded yet":
+        return _module
+    if os.environ.get(DISABLE_ENV) == "0":
+        _status = f"disabled by {DISABLE_ENV}=0"
+        return None
+    try:
+        from torch.utils import cpp_extension
+
+        _module = cpp_extension.load(name=NAME, sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
+        _status = "built" if _module.have_blas() else "built (no direct BLAS: matmuls through ATen)"
+    except Exception as e:  # noqa: BLE001 - any build failure means: use the Python loop
+        _status = f"unavailable ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''})"
+        log.warning("armin: fused C++ loop %s; using the Python loop", _status)
+    return _module
+
+
+def status() -> str:
+    """'built', 'disabled by ...', 'unavailable (why)' or 'not loaded yet'."""
+    return _status
+
+
+def _spec_args(s: Spec) -> tuple:
+    return (s.H, s.N, s.W, s.K1, s.K2, s.reference, s.armin_cell, s.soft, s.address_h, s.n_written,
+            s.temperature, s.forget_bias)
+
+
+class CppKernels:
+    """fused.cpp behind the same interface as `fused.PythonKernels` (CPU, float32 / float64)."""
+
+    name = "cpp"
+
+    @staticmethod
+    def forward(s: Spec, zx, noise, w_a, w1, w2, w_v, h0, c0, memory0, save: bool):
+        res = _module.forward(zx, noise, w_a, w1, w2, w_v, h0, c0, memory0, *_spec_args(s), save)
+        out, h, c, saved = res[0], res[1], res[2], Saved(*res[3:])
+        return out, saved.y, h, c, saved
+
+    @staticmethod
+    def backward(s: Spec, sv: Saved, w_a, w1, w2, w_v, d_out, d_h, d_c, d_mem):
+        return tuple(_module.backward(list(sv), w_a, w1, w2, w_v, d_out, d_h, d_c, d_mem, *_spec_args(s)))

@@ -1,0 +1,370 @@
+"""Fast ARMIN: the whole sequence as one autograd Function with a hand-written backward.
+
+`ARMIN.forward` (armin.py) runs one autograd graph of ~30 small ops per time step; backward through
+that graph dominates training. Here the same function is computed with:
+  - every input (x) projection and bias of all T steps in one matmul, outside the loop (autograd);
+  - a loop that only does the recurrent part, writing per-step activations into (T, B, .) buffers;
+  - a backward written by hand that walks the loop in reverse, restoring the memory slot each step
+    overwrote, and forms every recurrent weight gradient afterwards in one matmul over T*B rows;
+  - hard reads as a gather (forward) whose straight-through gradient is <dr, M_i> per slot i
+    through softmax's Jacobian; writes as index writes (write index detached, as in §4.4).
+The loop runs in C++ (`fused.cpp`, built on first use by `armin.model.extension`) on CPU for
+float32/float64, and as the Python transcription below everywhere else (CUDA, other dtypes, no
+compiler). Both produce the same saved tensors and both are checked against `armin.model.naive`.
+
+Supported: both formulations, both cells, both read modes, addressing hidden / hidden_only /
+input_only. NOT supported: `addressing = "tardis"` (per-slot scorer over memory and usage); ARMIN
+keeps its eager step loop for it (`supports(cfg)` says which).
+
+Column layout of the per-step pre-activations `Zx` (T, B, K), computed from x by one matmul:
+  [a: N read logits | p1: K1 first layer | p2: K2 second layer (armin cell) | v: W write value (reference)]
+first layer = input gates g^h, g^r (armin cell, K1 = H + W) or the LSTM gates i, j, f, o (K1 = 4H);
+second layer = i, j, f, o^h, o^r (K2 = 4H + W). Activations saved per step (the `Saved` fields):
+gate layers after their nonlinearity, in the code's order, with j as tanh(j) and f as
+sigmoid(f + forget_bias).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from armin.model.config import ModelConfig
+
+BACKENDS = ("auto", "cpp", "python")  # auto: C++ where it applies (CPU, float32/64, built), else python
+
+
+def supports(cfg: ModelConfig) -> bool:
+    """Whether the fused path computes this configuration (everything but TARDIS addressing)."""
+    return cfg.arch == "armin" and cfg.addressing != "tardis"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Sizes and switches of one fused call (plain values, shared by both backends)."""
+
+    H: int
+    N: int
+    W: int
+    K1: int  # first gate layer width
+    K2: int  # second gate layer width (0 for the lstm cell)
+    reference: bool  # reference formulation: tanh'd state (armin cell), write projection, forget bias 1
+    armin_cell: bool  # integrating cell (else LSTM cell over [x, h, r])
+    soft: bool  # soft reads (and soft writes once memory is full)
+    address_h: bool  # read logits depend on h (hidden, hidden_only)
+    n_written: int  # slots already filled when the call starts
+    temperature: float
+    forget_bias: float
+
+    @property
+    def offsets(self) -> tuple[int, int, int, int]:
+        """Column offsets of a, p1, p2, v in Zx, and (last) Zx's width."""
+        o2 = self.N + self.K1
+        ov = o2 + self.K2
+        return self.N, o2, ov, ov + (self.W if self.reference else 0)
+
+
+class Saved(NamedTuple):
+    """What the forward loop keeps for the backward loop (either backend)."""
+
+    hs: Tensor  # (T+1, B, H) carried h before step 0 .. after step T-1 (the LSTM cell's h)
+    cs: Tensor  # (T+1, B, H) the LSTM cell's c (empty for the armin cell)
+    r: Tensor  # (T, B, W) read vectors
+    tr: Tensor  # (T, B, W) tanh(r) (paper formulation, armin cell; else empty)
+    th: Tensor  # (T, B, H) tanh of the new state (paper armin cell) / of c (LSTM cell); else empty
+    y: Tensor  # (T, B, N) soft address distributions
+    idx: Tensor  # (T, B) int64 hard read slot (gumbel; else empty)
+    g1: Tensor  # (T, B, K1) first gate layer, activated
+    g2: Tensor  # (T, B, K2) second gate layer, activated (armin cell; else empty)
+    old: Tensor  # (T, B, W) slot content each hard write replaced
+    snap: Tensor  # (S, B, N, W) memory before each soft write (S = soft-write steps)
+    memory: Tensor  # (B, N, W) memory after the last step
+
+
+# ---- the Python backend: the loop written with torch ops (any device, any dtype) -------------
+def _split_gates(g: Tensor, H: int, W: int) -> list[Tensor]:
+    return list(g.split([H, H, H, H, W] if W else [H, H, H, H], 1))
+
+
+def py_forward(s: Spec, zx: Tensor, noise: Tensor | None, w_a: Tensor | None, w1: Tensor, w2: Tensor | None,
+               w_v: Tensor | None, h: Tensor, c: Tensor | None, memory: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Saved]:
+    """(out (T, B, H+W), y (T, B, N), h_T, c_T, saved)."""
+    T, B, _ = zx.shape
+    H, N, W, K1 = s.H, s.N, s.W, s.K1
+    _, o2, ov, _ = s.offsets
+    rows = torch.arange(B, device=zx.device)
+    mem = memory.clone()
+    empty = zx.new_empty(0)
+    hs, cs, rs, trs, ths, ys, idxs, g1s, g2s, olds, snaps, outs = ([] for _ in range(12))
+    hs.append(h)
+    if c is not None:
+        cs.append(c)
+    for t in range(T):
+        z = zx[t]
+        # read
+        a = z[:, :N] + h @ w_a.T if s.address_h else z[:, :N]  # (B, N)
+        if noise is not None:
+            a = a + noise[t]
+        y = torch.softmax(a / s.temperature, 1)  # (B, N)
+        if s.soft:
+            r = torch.bmm(y.unsqueeze(1), mem).squeeze(1)  # (B, W)
+        else:
+            idx = y.argmax(1)  # (B,)
+            r = mem[rows, idx]  # (B, W) a gather, not a masked sum
+            idxs.append(idx)
+        # cell
+        p1 = z[:, N:o2] + torch.cat([h, r], 1) @ w1.T  # (B, K1)
+        if s.armin_cell:
+            g1 = torch.sigmoid(p1)
+            gh, gr = g1[:, :H], g1[:, H:]
+            p2 = z[:, o2:ov] + torch.cat([gh * h, gr * r], 1) @ w2.T  # (B, K2)
+            i, j, f, oh, orr = _split_gates(p2, H, W)
+            g2 = torch.cat([torch.sigmoid(i), torch.tanh(j), torch.sigmoid(f + s.forget_bias),
+                            torch.sigmoid(oh), torch.sigmoid(orr)], 1)
+            si, tj, sf, soh, sor = _split_gates(g2, H, W)
+            new = sf * h + si * tj  # eq. (5)
+            if s.reference:
+                new = torch.tanh(new)
+                out = torch.cat([new * soh, r * sor], 1)
+            else:
+                tn, tr = torch.tanh(new), torch.tanh(r)
+                out = torch.cat([soh * tn, sor * tr], 1)
+                ths.append(tn)
+                trs.append(tr)
+            g2s.append(g2)
+            h = new
+        else:
+            i, j, f, o = _split_gates(p1, H, 0)
+            g1 = torch.cat([torch.sigmoid(i), torch.tanh(j), torch.sigmoid(f + s.forget_bias), torch.sigmoid(o)], 1)
+            si, tj, sf, so = _split_gates(g1, H, 0)
+            c = sf * c + si * tj
+            tc = torch.tanh(c)
+            h = tc * so
+            out = torch.cat([h, r], 1)
+            cs.append(c)
+            ths.append(tc)
+        value = z[:, ov:] + h @ w_v.T if s.reference else h  # (B, W)
+        # write: slot n_written + t while filling, then the slot read (soft: blend by y)
+        n = s.n_written + t
+        if n < N or not s.soft:
+            slot = idx if n >= N else torch.full((B,), n, dtype=torch.long, device=zx.device)
+            olds.append(mem[rows, slot])
+            mem = mem.index_put((rows, slot), value)
+        else:
+            snaps.append(mem)
+            e = y.unsqueeze(2)
+            mem = e * value.unsqueeze(1) + (1 - e) * mem
+        hs.append(h)
+        rs.append(r)
+        ys.append(y)
+        g1s.append(g1)
+        outs.append(out)
+    st = lambda xs: torch.stack(xs) if xs else empty  # noqa: E731
+    saved = Saved(hs=st(hs), cs=st(cs), r=st(rs), tr=st(trs), th=st(ths), y=st(ys), idx=st(idxs),
+                  g1=st(g1s), g2=st(g2s), old=st(olds), snap=st(snaps), memory=mem)
+    return st(outs), saved.y, h, c, saved
+
+
+def _dsig(g: Tensor) -> Tensor:
+    return g * (1 - g)
+
+
+def py_backward(s: Spec, sv: Saved, w_a: Tensor | None, w1: Tensor, w2: Tensor | None, w_v: Tensor | None,
+                d_out: Tensor, d_h: Tensor, d_c: Tensor | None, d_mem: Tensor) -> tuple[Tensor, ...]:
+    """Gradients (d_zx, d_w_a, d_w1, d_w2, d_w_v, d_h0, d_c0, d_memory0)."""
+    T, B, _ = d_out.shape
+    H, N, W, K1 = s.H, s.N, s.W, s.K1
+    _, o2, ov, K = s.offsets
+    rows = torch.arange(B, device=d_out.device)
+    d_zx = d_out.new_zeros(T, B, K)
+    d_mem, mem = d_mem.clone(), sv.memory.clone()
+    n_old = sv.old.shape[0]
+    for t in reversed(range(T)):
+        hp, r, y, dout = sv.hs[t], sv.r[t], sv.y[t], d_out[t]
+        # undo the write at t: gradient of the written value, memory as it was before it
+        n = s.n_written + t
+        if t < n_old:
+            slot = sv.idx[t] if n >= N else torch.full((B,), n, dtype=torch.long, device=d_out.device)
+            d_val = d_mem[rows, slot]
+            d_mem[rows, slot] = 0
+            mem[rows, slot] = sv.old[t]
+        else:
+            e = y.unsqueeze(2)
+            d_val = (e * d_mem).sum(1)
+            d_mem = d_mem * (1 - e)
+            mem = sv.snap[t - n_old]
+        if s.reference:
+            d_zx[t, :, ov:] = d_val
+            d_new = d_h + d_val @ w_v  # (B, H)
+        else:
+            d_new = d_h + d_val
+        # cell
+        if s.armin_cell:
+            si, tj, sf, soh, sor = _split_gates(sv.g2[t], H, W)
+            new = sv.hs[t + 1]
+            dout_h, dout_r = dout[:, :H], dout[:, H:]
+            if s.reference:
+                d_new = d_new + dout_h * soh
+                d_soh, d_r, d_sor = dout_h * new, dout_r * sor, dout_r * r
+                d_c = d_new * (1 - new * new)
+            else:
+                tn, tr = sv.th[t], sv.tr[t]
+                d_new = d_new + dout_h * soh * (1 - tn * tn)
+                d_soh, d_r, d_sor = dout_h * tn, dout_r * sor * (1 - tr * tr), dout_r * tr
+                d_c = d_new
+            d_hp = d_c * sf
+            d_p2 = torch.cat([d_c * tj * _dsig(si), d_c * si * (1 - tj * tj), d_c * hp * _dsig(sf),
+                              d_soh * _dsig(soh), d_sor * _dsig(sor)], 1)
+            d_zx[t, :, o2:ov] = d_p2
+            d_hr2 = d_p2 @ w2  # (B, H+W) gradient of [g^h*h, g^r*r]
+            g1 = sv.g1[t]
+            d_hp = d_hp + d_hr2[:, :H] * g1[:, :H]
+            d_r = d_r + d_hr2[:, H:] * g1[:, H:]
+            d_p1 = torch.cat([d_hr2[:, :H] * hp, d_hr2[:, H:] * r], 1) * _dsig(g1)
+            d_cp = None
+        else:
+            si, tj, sf, so = _split_gates(sv.g1[t], H, 0)
+            tc, cp = sv.th[t], sv.cs[t]
+            d_new = d_new + dout[:, :H]
+            d_r = dout[:, H:]
+            d_cn = d_c + d_new * so * (1 - tc * tc)
+            d_cp = d_cn * sf
+            d_p1 = torch.cat([d_cn * tj * _dsig(si), d_cn * si * (1 - tj * tj), d_cn * cp * _dsig(sf),
+                              d_new * tc * _dsig(so)], 1)
+            d_hp = torch.zeros_like(d_new)
+        d_zx[t, :, N:o2] = d_p1
+        d_hr1 = d_p1 @ w1  # (B, H+W)
+        d_hp = d_hp + d_hr1[:, :H]
+        d_r = d_r + d_hr1[:, H:]
+        # read: r = sum_i w_i M_i, w one-hot forward with the soft gradient (straight-through)
+        if s.soft:
+            d_mem = d_mem + y.unsqueeze(2) * d_r.unsqueeze(1)
+        else:
+            d_mem[rows, sv.idx[t]] += d_r
+        d_y = torch.bmm(mem, d_r.unsqueeze(2)).squeeze(2)  # (B, N): <dr, M_i>
+        d_a = y * (d_y - (y * d_y).sum(1, keepdim=True)) / s.temperature
+        d_zx[t, :, :N] = d_a
+        if s.address_h:
+            d_hp = d_hp + d_a @ w_a
+        d_h, d_c = d_hp, d_cp
+    return (d_zx, *weight_grads(s, sv, d_zx), d_h, d_c, d_mem)
+
+
+def weight_grads(s: Spec, sv: Saved, d_zx: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None, Tensor | None]:
+    """Recurrent weight gradients, each one matmul over all T*B rows: (d_w_a, d_w1, d_w2, d_w_v)."""
+    T, B, _ = d_zx.shape
+    H, N = s.H, s.N
+    _, o2, ov, _ = s.offsets
+    rows = lambda v: v.reshape(T * B, -1)  # noqa: E731
+    hp = sv.hs[:-1]
+    d_w_a = rows(d_zx[..., :N]).T @ rows(hp) if s.address_h else None
+    d_w1 = rows(d_zx[..., N:o2]).T @ rows(torch.cat([hp, sv.r], 2))
+    d_w2 = None
+    if s.armin_cell:
+        hr2 = torch.cat([sv.g1[..., :H] * hp, sv.g1[..., H:] * sv.r], 2)  # [g^h*h, g^r*r]
+        d_w2 = rows(d_zx[..., o2:ov]).T @ rows(hr2)
+    d_w_v = rows(d_zx[..., ov:]).T @ rows(sv.hs[1:]) if s.reference else None
+    return d_w_a, d_w1, d_w2, d_w_v
+
+
+# ---- the autograd Function and the model-facing entry point -----------------------------------
+class FusedSequence(torch.autograd.Function):
+    """(out, y, h_T, c_T, memory_T) of a whole sequence from its input projections `zx`.
+
+    Differentiable in zx, the recurrent weights and the incoming state (h0, c0, memory0); y (the
+    soft addresses, for `trace`) is not. `noise` is a constant.
+    """
+
+    @staticmethod
+    def forward(ctx, spec: Spec, kernels, save: bool, zx: Tensor, noise: Tensor | None, w_a: Tensor | None,
+                w1: Tensor, w2: Tensor | None, w_v: Tensor | None, h0: Tensor, c0: Tensor | None, memory0: Tensor):
+        out, y, h, c, saved = kernels.forward(spec, zx, noise, w_a, w1, w2, w_v, h0, c0, memory0, save)
+        ctx.spec, ctx.kernels = spec, kernels
+        if save:
+            ctx.save_for_backward(w_a, w1, w2, w_v, *saved)
+        ctx.mark_non_differentiable(y)
+        return out, y, h, c, saved.memory
+
+    @staticmethod
+    def backward(ctx, d_out, _d_y, d_h, d_c, d_mem):
+        w_a, w1, w2, w_v, *saved = ctx.saved_tensors
+        s = ctx.spec
+        if d_c is None and not s.armin_cell:
+            d_c = torch.zeros_like(d_h)
+        grads = ctx.kernels.backward(s, Saved(*saved), w_a, w1, w2, w_v, d_out.contiguous(), d_h.contiguous(),
+                                     None if s.armin_cell else d_c.contiguous(), d_mem.contiguous())
+        return (None, None, None, grads[0], None, *grads[1:])
+
+
+class PythonKernels:
+    """The loop in torch ops: any device and dtype; the readable twin of fused.cpp."""
+
+    name = "python"
+
+    @staticmethod
+    def forward(s, zx, noise, w_a, w1, w2, w_v, h0, c0, memory0, save):
+        return py_forward(s, zx, noise, w_a, w1, w2, w_v, h0, c0, memory0)
+
+    backward = staticmethod(py_backward)
+
+
+def kernels_for(x: Tensor, backend: str = "auto"):
+    """The loop implementation for inputs like `x`: C++ (CPU, float32/64, extension built) or Python."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "python":
+        return PythonKernels
+    from armin.model import extension
+
+    usable = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    ext = extension.load() if usable or backend == "cpp" else None
+    if backend == "cpp" and (ext is None or not usable):
+        raise RuntimeError(f"the C++ fused kernels are unavailable here (device {x.device}, dtype {x.dtype}, "
+                           f"extension: {extension.status()})")
+    return extension.CppKernels if usable and ext is not None else PythonKernels
+
+
+def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor | None, trace: bool,
+                  backend: str = "auto"):
+    """`ARMIN.forward` for a supported config (see `supports`), same inputs, outputs and gradients."""
+    from armin.model.armin import ModelOutput, RecurrentState
+
+    cfg = model.cfg
+    X, H, N, W = model.sizes
+    T, B, _ = x.shape
+    armin_cell, reference = cfg.cell == "armin", cfg.formulation == "reference"
+    layer1 = model.input_gates if armin_cell else model.update
+    spec = Spec(H=H, N=N, W=W, K1=layer1.out_features, K2=model.update.out_features if armin_cell else 0,
+                reference=reference, armin_cell=armin_cell, soft=cfg.read == "soft",
+                address_h=cfg.addressing != "input_only", n_written=state.n_written,
+                temperature=float(temperature), forget_bias=cfg.forget_bias)
+    # input projections of every layer and step: one (T*B, X) @ (X, K) matmul
+    aw = model.address.weight  # (N, X+H) hidden, (N, H) hidden_only, (N, X) input_only
+    x_parts = [aw.new_zeros(N, X) if cfg.addressing == "hidden_only" else aw[:, :X], layer1.weight[:, :X]]
+    biases = [model.address.bias, layer1.bias]
+    if armin_cell:
+        x_parts.append(model.update.weight[:, :X])
+        biases.append(model.update.bias)
+    if reference:
+        x_parts.append(model.write_proj.weight[:, :X])
+        biases.append(model.write_proj.bias)
+    zx = torch.addmm(torch.cat(biases), x.reshape(T * B, X), torch.cat(x_parts).T).view(T, B, -1)  # (T, B, K)
+    # recurrent weights (the h and r columns), contiguous for the kernels
+    w_a = {"hidden": aw[:, X:], "hidden_only": aw, "input_only": None}[cfg.addressing]
+    rec = lambda w: None if w is None else w.contiguous()  # noqa: E731
+    w_a, w1 = rec(w_a), rec(layer1.weight[:, X:])
+    w2 = rec(model.update.weight[:, X:]) if armin_cell else None
+    w_v = rec(model.write_proj.weight[:, X:]) if reference else None
+    if noise is not None:
+        noise = noise.contiguous()
+    kernels = kernels_for(x, backend)
+    save = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (zx, w_a, w1, w2, w_v, state.h, state.c, state.memory))
+    out, y, h, c, memory = FusedSequence.apply(spec, kernels, save, zx, noise, w_a, w1, w2, w_v,
+                                               state.h, state.c, state.memory)
+    nxt = RecurrentState(h=h, c=c, memory=memory, n_written=min(state.n_written + T, N), prev_read=None, usage=None)
+    return ModelOutput(model.head(out), nxt, y if trace else None)
