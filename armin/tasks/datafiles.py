@@ -31,6 +31,8 @@ CACHE_ENV = "ARMIN_CACHE_DIR"  # overrides the cache directory (tests point it a
 DEFAULT_CACHE_DIR = Path("~/.cache/armin")
 CACHE_FORMAT = 1  # bump when a prepared form changes: old cache files are then ignored
 MB = 1_000_000  # bytes, for messages
+NOTE_BYTES = 5 * MB  # sources at least this large announce their first (slow) parse
+NOTE_SECONDS = 1.0  # a first parse that took at least this long says so when done
 
 
 class DataError(ArminError):
@@ -70,9 +72,12 @@ def cached(kind: str, sources: list[Path], options: dict, prepare: Callable[[], 
         except (OSError, ValueError, zlib.error):  # a damaged cache file: prepare again
             pass
     size = sum(p.stat().st_size for p in sources)
-    note(f"preparing {kind} from {', '.join(map(str, sources))} ({size / MB:.1f} MB); done once, then cached")
+    announced = size >= NOTE_BYTES
+    if announced:
+        note(f"preparing {kind} from {', '.join(map(str, sources))} ({size / MB:.1f} MB); done once, then cached")
     start = time.perf_counter()
     arrays = prepare()
+    elapsed = time.perf_counter() - start
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
@@ -81,7 +86,8 @@ def cached(kind: str, sources: list[Path], options: dict, prepare: Callable[[], 
         where = f"cached as {path}"
     except OSError as e:
         where = f"not cached ({path.parent}: {e.strerror or e})"
-    note(f"prepared {kind} in {time.perf_counter() - start:.1f} s; {where}")
+    if announced or elapsed >= NOTE_SECONDS:
+        note(f"prepared {kind} in {elapsed:.1f} s; {where}")
     return arrays
 
 

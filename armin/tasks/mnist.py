@@ -102,7 +102,7 @@ def read_idx(path: Path, kind: Literal["images", "labels"]) -> np.ndarray:
     if kind == "labels" and len(data) and data.max() >= N_CLASSES:
         i = int(np.argmax(data >= N_CLASSES))
         raise DataError(f"{path}: corrupt: label {data[i]} at index {i}; MNIST labels are 0..9")
-    return data.reshape(dims[0], N_PIXELS) if kind == "images" else data
+    return (data.reshape(dims[0], N_PIXELS) if kind == "images" else data).copy()  # writable, frees `raw`
 
 
 def find_file(data_dir: Path, role: str) -> Path:
