@@ -86,11 +86,12 @@ def steps_for(seconds: float, fixed_s: float, step_s: float) -> int:
 
 def run_study(db_dir: Path, name: str, steps: int, trials: int, max_parallel: int):
     from armin.orchestration.driver import Driver
+    from armin.orchestration.plans import SearchPlan
     from armin.orchestration.spec import parse_spec
     from armin.storage import Database
 
     text = BENCH_SPEC.format(name=name, steps=steps, eval_every=max(steps // 4, 1), trials=trials)
-    driver = Driver(parse_spec(text, "<bench>"), text, Database.open(db_dir / f"{name}.db"),
+    driver = Driver(SearchPlan(parse_spec(text, "<bench>")), text, Database.open(db_dir / f"{name}.db"),
                     max_parallel=max_parallel, command="armin bench study")
     start = time.perf_counter()
     driver.run()

@@ -44,7 +44,6 @@ class StudyProgress:
 
         self.enabled, self.tty = enabled, sys.stderr.isatty()
         self.last = ""
-        self.done_at_start: int | None = None
 
     def __enter__(self) -> "StudyProgress":
         return self
@@ -60,9 +59,7 @@ class StudyProgress:
             self.last = ""
 
     def describe(self, p) -> str:
-        if self.done_at_start is None:
-            self.done_at_start = p.done
-        eta = p.eta_s(p.done - self.done_at_start)
+        eta = p.eta_s()
         best = "-" if p.best is None else f"{p.best:.4g}"
         eta_text = "-" if eta is None else f"{eta / 60:.1f} min"
         return (f"trials {p.done}/{p.total} done | {p.running} running | {p.failed} failed | {p.pruned} pruned | "

@@ -19,25 +19,37 @@ def add_db_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", metavar="FILE", help=f"the SQLite database (default: $ARMIN_DB or ./{DEFAULT_DB})")
 
 
+def add_run_commands(sub, kind: str, example: str) -> None:
+    """`run SPEC` and `resume NAME` for one kind of study ("search" or "ablation")."""
+    for name, helptext in (("run", f"run (or continue) the {kind} a spec describes"),
+                           ("resume", f"continue a {kind} by name, from the spec stored in the database")):
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        if name == "run":
+            p.add_argument("spec", type=Path, help=f"a {kind} spec (TOML), e.g. {example}")
+        else:
+            p.add_argument("name", help=f"the {kind}'s name")
+        add_db_option(p)
+        p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local one)")
+        p.add_argument("--max-parallel", type=int, metavar="N", help="at most N trials at once (default: what fits)")
+        p.add_argument("--force", action="store_true", help=f"continue a {kind} whose spec has changed")
+        p.add_argument("--quiet", action="store_true", help="no live progress line")
+        p.set_defaults(func=run_or_resume, kind=kind)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     study = sub.add_parser("study", help="run and inspect search studies",
                            description="Run an Optuna search over ARMIN's components on Ray; every trial, "
                                        "evaluation and cost lands in one SQLite file.")
     ssub = study.add_subparsers(title="study commands", metavar="COMMAND", parser_class=type(study))
-    for name, helptext in (("run", "run (or continue) the study a spec describes"),
-                           ("resume", "continue a study by name, from the spec stored in the database")):
-        p = ssub.add_parser(name, help=helptext, description=helptext)
-        if name == "run":
-            p.add_argument("spec", type=Path, help="a study spec (TOML), e.g. studies/copy_quick.toml")
-        else:
-            p.add_argument("name", help="the study's name")
-        add_db_option(p)
-        p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local one)")
-        p.add_argument("--max-parallel", type=int, metavar="N", help="at most N trials at once (default: what fits)")
-        p.add_argument("--force", action="store_true", help="continue a study whose spec has changed")
-        p.add_argument("--quiet", action="store_true", help="no live progress line")
-        p.set_defaults(func=run_or_resume)
-    p = ssub.add_parser("status", help="counts by state, best trial, elapsed time, failures")
+    add_run_commands(ssub, "search", "studies/copy_quick.toml")
+    ablation = sub.add_parser("ablation", help="run controlled ablations (arms x seeds, paired by seed)",
+                              description="Train every arm of an ablation spec on the same seeds under the same "
+                                          "optimizer and budget, on Ray, into the same database as studies. "
+                                          "Adding seeds or arms to a finished ablation runs only the new trials.")
+    asub = ablation.add_subparsers(title="ablation commands", metavar="COMMAND", parser_class=type(ablation))
+    add_run_commands(asub, "ablation", "ablations/copy_quick.toml")
+    ablation.set_defaults(func=lambda args: (ablation.print_help(), 2)[1])
+    p = ssub.add_parser("status", help="counts by state, best trial, elapsed time, failures (studies and ablations)")
     p.add_argument("name", help="the study's name")
     add_db_option(p)
     p.set_defaults(func=status)
@@ -47,42 +59,62 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     study.set_defaults(func=lambda args: (study.print_help(), 2)[1])
 
 
+def make_plan(kind: str, text: str, source: str):
+    """Parse and validate a spec of `kind` into its plan (before anything is written)."""
+    from armin.orchestration.ablation_spec import parse_ablation
+    from armin.orchestration.plans import AblationPlan, SearchPlan
+    from armin.orchestration.spec import parse_spec
+
+    return AblationPlan(parse_ablation(text, source)) if kind == "ablation" else SearchPlan(parse_spec(text, source))
+
+
+def describe(plan) -> str:
+    s = plan.spec
+    if plan.kind == "ablation":
+        return (f"ablation {s.name}: {len(s.arms)} arms x {len(s.seeds)} seeds, baseline {s.baseline!r}, objective "
+                f"{s.objective.direction} {s.objective.metric} (ROPE {s.rope:g})")
+    return (f"study {s.name}: {s.search.n_trials} configurations x {s.search.seeds_per_config} seeds, "
+            f"{s.search.sampler} sampler, {s.search.pruner} pruner, objective {s.objective.direction} "
+            f"{s.objective.metric}")
+
+
 def run_or_resume(args: argparse.Namespace) -> int:
     from armin.errors import ConfigError
-    from armin.orchestration.spec import load_spec, parse_spec
     from armin.storage import Database, Study
 
     if args.max_parallel is not None and args.max_parallel < 1:
         raise ConfigError(f"--max-parallel: must be >= 1, got {args.max_parallel}")
     path = db_path(args)
-    if hasattr(args, "spec"):  # study run SPEC; otherwise study resume NAME
-        spec = load_spec(args.spec)  # validated before the database is touched
-        text = args.spec.read_text()
+    if hasattr(args, "spec"):  # run SPEC; otherwise resume NAME
+        try:
+            text = args.spec.read_text()
+        except OSError as e:
+            raise ConfigError(f"{args.spec}: cannot read the spec: {e.strerror or e}") from None
+        plan = make_plan(args.kind, text, str(args.spec))  # validated before the database is touched
         db = Database.open(path)
     else:
         db = Database.open(path, create=False)
         with db.session() as s:
             row = Study.find_or_raise_by_name(s, args.name)
-            text = row.spec_text
-        spec = parse_spec(text, f"{path}:{args.name}")
-    return drive(spec, text, db, args)
+            text, kind = row.spec_text, row.kind
+        plan = make_plan(kind, text, f"{path}:{args.name}")
+    return drive(plan, text, db, args)
 
 
-def drive(spec, text, db, args) -> int:
+def drive(plan, text, db, args) -> int:
     from armin.cli.progress import StudyProgress
     from armin.orchestration.driver import Driver
 
-    print(f"study {spec.name}: {spec.search.n_trials} configurations x {spec.search.seeds_per_config} seeds, "
-          f"{spec.search.sampler} sampler, {spec.search.pruner} pruner, objective {spec.objective.direction} "
-          f"{spec.objective.metric} | db {db.path}", flush=True)
+    print(f"{describe(plan)} | db {db.path}", flush=True)
     with StudyProgress(enabled=not args.quiet) as progress:
-        driver = Driver(spec, text, db, address=args.address, max_parallel=args.max_parallel, force=args.force,
+        driver = Driver(plan, text, db, address=args.address, max_parallel=args.max_parallel, force=args.force,
                         command=" ".join(["armin", *sys.argv[1:]]), on_progress=progress.update)
         try:
             final = driver.run()
         except KeyboardInterrupt:
             progress.close()
-            print(f"interrupted: running trials were cancelled; continue with `armin study resume {spec.name}"
+            command = "ablation" if plan.kind == "ablation" else "study"
+            print(f"interrupted: running trials were cancelled; continue with `armin {command} resume {plan.name}"
                   f" --db {db.path}`", file=sys.stderr)
             return 130
     print(progress.describe(final))

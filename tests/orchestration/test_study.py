@@ -12,6 +12,7 @@ import pytest
 from spec_files import write
 
 from armin.orchestration.driver import LOST_BY_DRIVER, Driver
+from armin.orchestration.plans import SearchPlan
 from armin.orchestration.spec import load_spec
 from armin.orchestration.worker import Fault
 from armin.storage import Database, Study, Trial, TrialState
@@ -43,7 +44,7 @@ def spec_dict(**sections):
 def run_study(tmp_path, data, *, faults=None, db_name="armin.db"):
     path = write(tmp_path, data, "spec.toml")
     db = Database.open(tmp_path / db_name)
-    progress = Driver(load_spec(path), path.read_text(), db, faults=faults).run()
+    progress = Driver(SearchPlan(load_spec(path)), path.read_text(), db, faults=faults).run()
     return db, progress
 
 
@@ -174,5 +175,5 @@ def test_changed_spec_is_refused_unless_forced(ray_cluster, tmp_path):
         run_study(tmp_path, changed)
     path = write(tmp_path, changed, "spec.toml")
     db = Database.open(tmp_path / "armin.db")
-    Driver(load_spec(path), path.read_text(), db, force=True).run()
+    Driver(SearchPlan(load_spec(path)), path.read_text(), db, force=True).run()
     assert len(trials(db)) == 2

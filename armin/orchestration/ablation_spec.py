@@ -1,0 +1,352 @@
+"""Ablation specs: a TOML file in `ablations/` declaring which components to toggle.
+
+Every arm is trained on the same seeds under the same task, optimizer and budget; seed s of every
+arm sees identical training batches, evaluation set and initial weights for every parameter the
+arms share (armin.seeding), so arms are compared *paired by seed*. The format:
+
+    name = "copy-ablation-quick"        # names the study in the database
+    goal = "Does auto-addressing earn its keep on copy?"
+    seed = 0                            # the replicates' run seeds derive from it
+
+    [task]                              # as a study spec: any TaskConfig, chosen by name
+    [model]                             # fixed model values (sizes...); factors override them per arm
+    [optimizer]                         # identical for every arm
+    [train]                             # identical for every arm
+
+    [factors]                           # model paths and their levels: the full factorial is the arms
+    "model.addressing" = ["hidden", "tardis"]
+    "model.cell" = ["armin", "lstm"]
+
+    [extra_arms.plain-lstm]             # optional arms outside the factorial, by name: model overrides
+    "model.arch" = "lstm"
+    "model.hidden_size" = 300
+
+    [design]
+    baseline = { "model.addressing" = "hidden", "model.cell" = "armin" }   # a factorial arm's levels,
+                                        # or the name of an extra arm: baseline = "plain-lstm"
+    seeds = 3                           # a count (seeds derived from `seed`) or a list of run seeds
+    arms = [ { "model.addressing" = "hidden", "model.cell" = "armin" } ]   # optional: a subset of the
+                                        # factorial instead of all of it
+    max_retries = 2                     # re-runs of a failed or lost trial
+
+    [objective]
+    metric = "bits_error"               # at the last evaluation
+    direction = "minimize"
+    rope = 0.5                          # region of practical equivalence: |difference| < rope is "the same"
+
+    [resources]                         # per trial
+    cpus = 1
+    gpus = 0
+
+Adding seeds or arms to a finished ablation runs only the new trials: the spec's *contract* (task,
+model base, optimizer, training, seed, objective) must not change, but factors, arms, seeds and the
+ROPE may (see `contract_hash`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from armin.config import from_mapping, to_mapping
+from armin.errors import ConfigError
+from armin.model.config import ModelConfig
+from armin.orchestration.spec import (
+    METRIC_DIRECTIONS,
+    NAME_PATTERN,
+    SEARCHABLE,
+    TASK_METRICS,
+    Objective,
+    Resources,
+    _apply,
+    _section,
+    _string,
+    _task,
+)
+from armin.seeding import derive_seed
+from armin.tasks import TaskConfig
+from armin.training.config import OptimizerConfig, RunConfig, TrainConfig
+
+DEFAULT_MAX_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One model variant: its name, the factor levels it sets (empty for an extra arm), its overrides."""
+
+    name: str
+    levels: tuple[tuple[str, Any], ...]  # (factor path, level) for factorial arms
+    overrides: tuple[tuple[str, Any], ...]  # every model path this arm sets (levels included)
+
+    @property
+    def factorial(self) -> bool:
+        return bool(self.levels)
+
+
+@dataclass(frozen=True)
+class AblationSpec:
+    name: str
+    goal: str
+    seed: int
+    task: TaskConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    train: TrainConfig
+    factors: tuple[tuple[str, tuple], ...]  # (model path, levels)
+    arms: tuple[Arm, ...]
+    baseline: str  # an arm's name
+    seeds: tuple[int, ...]  # run seed of each replicate
+    objective: Objective
+    rope: float
+    resources: Resources
+    max_retries: int
+
+    def arm(self, name: str) -> Arm:
+        return next(a for a in self.arms if a.name == name)
+
+
+def arm_name(levels: Mapping[str, Any]) -> str:
+    """`addressing=hidden, cell=armin`: readable in tables, stable across spec edits."""
+    return ", ".join(f"{path.removeprefix('model.')}={value}" for path, value in levels.items())
+
+
+def load_ablation(path: str | Path) -> AblationSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the spec: {e.strerror or e}") from None
+    return parse_ablation(text, str(path))
+
+
+def parse_ablation(text: str, source: str) -> AblationSpec:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {' '.join(str(e).split())}") from None
+    return _build(data, source)
+
+
+_TOP_KEYS = ("name", "goal", "seed", "task", "model", "optimizer", "train", "factors", "extra_arms", "design",
+             "objective", "resources")
+_DESIGN_KEYS = ("baseline", "seeds", "arms", "max_retries")
+_OBJECTIVE_KEYS = ("metric", "direction", "rope")
+
+
+def _build(data: dict, source: str) -> AblationSpec:
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{source}: unknown key '{key}' (allowed: {', '.join(_TOP_KEYS)})")
+    for key in ("name", "goal", "seed", "task", "design", "objective"):
+        if key not in data:
+            raise ConfigError(f"{source}: {key}: missing (an ablation needs name, goal, seed, [task], [design], "
+                              f"[objective])")
+    if "factors" not in data and "extra_arms" not in data:
+        raise ConfigError(f"{source}: [factors]: missing (declare the components to toggle, or [extra_arms])")
+    name = _string(data["name"], f"{source}: name")
+    if not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"{source}: name: {name!r} must be letters, digits, '_', '.' or '-'")
+    goal = _string(data["goal"], f"{source}: goal").strip()
+    if not goal or "\n" in goal:
+        raise ConfigError(f"{source}: goal: must be one non-empty line")
+    seed = data["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{source}: seed: expected an integer >= 0, got {seed!r}")
+    task = _task(data["task"], f"{source}: task")
+    model = from_mapping(ModelConfig, data.get("model", {}), f"{source}: model")
+    optimizer = from_mapping(OptimizerConfig, data.get("optimizer", {}), f"{source}: optimizer")
+    train = from_mapping(TrainConfig, data.get("train", {}), f"{source}: train")
+    resources = from_mapping(Resources, data.get("resources", {}), f"{source}: resources")
+
+    factors = _factors(data.get("factors", {}), model, source)
+    extra = _extra_arms(data.get("extra_arms", {}), model, source)
+    design = data["design"]
+    if not isinstance(design, Mapping):
+        raise ConfigError(f"{source}: design: expected a table")
+    for key in design:
+        if key not in _DESIGN_KEYS:
+            raise ConfigError(f"{source}: design: unknown key '{key}' (allowed: {', '.join(_DESIGN_KEYS)})")
+    factorial = _factorial_arms(factors, design.get("arms"), model, source)
+    arms = factorial + extra
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: extra_arms: an arm name repeats a factorial arm's name")
+    if len(arms) < 2:
+        raise ConfigError(f"{source}: an ablation needs at least 2 arms, got {len(arms)}")
+    baseline = _baseline(design.get("baseline"), factors, arms, source)
+    seeds = _seeds(design.get("seeds"), seed, source)
+    max_retries = design.get("max_retries", DEFAULT_MAX_RETRIES)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigError(f"{source}: design.max_retries: expected an integer >= 0, got {max_retries!r}")
+
+    objective_data = data["objective"]
+    if not isinstance(objective_data, Mapping):
+        raise ConfigError(f"{source}: objective: expected a table")
+    for key in objective_data:
+        if key not in _OBJECTIVE_KEYS:
+            raise ConfigError(f"{source}: objective: unknown key '{key}' (allowed: {', '.join(_OBJECTIVE_KEYS)})")
+    if "rope" not in objective_data:
+        raise ConfigError(f"{source}: objective.rope: missing (the region of practical equivalence: the smallest "
+                          f"difference in {objective_data.get('metric', 'the metric')} that matters)")
+    rope = objective_data["rope"]
+    if isinstance(rope, bool) or not isinstance(rope, (int, float)) or not math.isfinite(rope) or rope < 0:
+        raise ConfigError(f"{source}: objective.rope: expected a number >= 0, got {rope!r}")
+    objective = _section(Objective, {k: v for k, v in objective_data.items() if k != "rope"},
+                         f"{source}: objective")
+    _check_objective(objective, task, arms, model, source)
+    if train.device.startswith("cuda") != (resources.gpus > 0):
+        raise ConfigError(f"{source}: resources.gpus: train.device is {train.device!r} but gpus = {resources.gpus}; "
+                          f"reserve a GPU share for cuda, none for cpu")
+    return AblationSpec(name=name, goal=goal, seed=seed, task=task, model=model, optimizer=optimizer, train=train,
+                        factors=factors, arms=arms, baseline=baseline, seeds=seeds, objective=objective,
+                        rope=float(rope), resources=resources, max_retries=max_retries)
+
+
+def _check_path(path: str, where: str) -> None:
+    if path not in SEARCHABLE:
+        section = path.split(".")[0]
+        if section in ("task", "optimizer", "train"):
+            raise ConfigError(f"{where}: [{section}] is fixed by design (identical for every arm); factors toggle "
+                              f"the model: {', '.join(SEARCHABLE)}")
+        raise ConfigError(f"{where}: unknown component (allowed: {', '.join(SEARCHABLE)})")
+
+
+def _model_with(model: ModelConfig, overrides: Mapping[str, Any], where: str) -> ModelConfig:
+    try:
+        return _apply(model, overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _factors(value: Any, model: ModelConfig, source: str) -> tuple[tuple[str, tuple], ...]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: factors: expected a table of model paths and level lists")
+    out = []
+    for path, levels in value.items():
+        where = f'{source}: factors."{path}"'
+        _check_path(path, where)
+        if not isinstance(levels, list) or len(levels) < 2:
+            raise ConfigError(f"{where}: expected a list of at least 2 levels, got {levels!r}")
+        if len(set(map(json.dumps, levels))) != len(levels):
+            raise ConfigError(f"{where}: levels repeat a value: {levels!r}")
+        for level in levels:
+            _model_with(model, {path: level}, f"{where}: level {level!r}")
+        out.append((path, tuple(levels)))
+    return tuple(out)
+
+
+def _factorial_arms(factors, subset: Any, model: ModelConfig, source: str) -> tuple[Arm, ...]:
+    if not factors:
+        return ()
+    paths = [p for p, _ in factors]
+    combos = [dict(zip(paths, values)) for values in itertools.product(*(levels for _, levels in factors))]
+    if subset is not None:
+        if not isinstance(subset, list) or not subset:
+            raise ConfigError(f"{source}: design.arms: expected a non-empty list of factor-level tables")
+        chosen = []
+        for i, arm in enumerate(subset):
+            if not isinstance(arm, Mapping) or sorted(arm) != sorted(paths):
+                raise ConfigError(f"{source}: design.arms[{i}]: must set every factor ({', '.join(paths)}), got "
+                                  f"{arm!r}")
+            levels = {p: arm[p] for p in paths}
+            if levels not in combos:
+                raise ConfigError(f"{source}: design.arms[{i}]: {arm!r} is not a combination of the factors' levels")
+            chosen.append(levels)
+        combos = chosen
+    arms = []
+    for levels in combos:
+        name = arm_name(levels)
+        _model_with(model, levels, f"{source}: factors: the arm {name}")
+        arms.append(Arm(name=name, levels=tuple(levels.items()), overrides=tuple(levels.items())))
+    return tuple(arms)
+
+
+def _extra_arms(value: Any, model: ModelConfig, source: str) -> tuple[Arm, ...]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: extra_arms: expected tables [extra_arms.NAME] of model overrides")
+    arms = []
+    for name, overrides in value.items():
+        where = f"{source}: extra_arms.{name}"
+        if not NAME_PATTERN.fullmatch(name):
+            raise ConfigError(f"{where}: the name must be letters, digits, '_', '.' or '-'")
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"{where}: expected a table of model paths, e.g. \"model.arch\" = \"lstm\"")
+        for path in overrides:
+            _check_path(path, f'{where}."{path}"')
+        _model_with(model, overrides, where)
+        arms.append(Arm(name=name, levels=(), overrides=tuple(overrides.items())))
+    return tuple(arms)
+
+
+def _baseline(value: Any, factors, arms: tuple[Arm, ...], source: str) -> str:
+    where = f"{source}: design.baseline"
+    if value is None:
+        raise ConfigError(f"{where}: missing (the arm every other arm is compared with)")
+    if isinstance(value, str):
+        name = value
+    elif isinstance(value, Mapping):
+        name = arm_name({p: value.get(p) for p, _ in factors}) if sorted(value) == sorted(p for p, _ in factors) \
+            else None
+        if name is None:
+            raise ConfigError(f"{where}: must set every factor ({', '.join(p for p, _ in factors)}), got {value!r}")
+    else:
+        raise ConfigError(f"{where}: expected factor levels {{ ... }} or an extra arm's name, got {value!r}")
+    if name not in [a.name for a in arms]:
+        raise ConfigError(f"{where}: {name!r} is not one of the arms ({'; '.join(a.name for a in arms)})")
+    return name
+
+
+def _seeds(value: Any, seed: int, source: str) -> tuple[int, ...]:
+    where = f"{source}: design.seeds"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 2:
+            raise ConfigError(f"{where}: at least 2 seeds are needed for paired statistics, got {value}")
+        return tuple(derive_seed(seed, "replicate", r) for r in range(value))
+    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        if len(value) < 2 or len(set(value)) != len(value):
+            raise ConfigError(f"{where}: expected at least 2 distinct seeds, got {value!r}")
+        return tuple(value)
+    raise ConfigError(f"{where}: expected a count (e.g. 5) or a list of integer seeds, got {value!r}")
+
+
+def _check_objective(objective: Objective, task, arms, model: ModelConfig, source: str) -> None:
+    metric, where = objective.metric, f"{source}: objective.metric"
+    task_metric = TASK_METRICS[type(task)]
+    if metric in set(TASK_METRICS.values()) and metric != task_metric:
+        raise ConfigError(f"{where}: {metric!r} is not recorded by task {task.name!r} (it records {task_metric}, "
+                          f"eval_loss, train_loss)")
+    expected = METRIC_DIRECTIONS.get(metric)
+    if expected is not None and objective.direction != expected:
+        raise ConfigError(f"{source}: objective.direction: {metric} must be {expected}d, got "
+                          f"{objective.direction!r}")
+    if metric in ("read_entropy", "slot_usage"):
+        for arm in arms:
+            if _apply(model, dict(arm.overrides)).arch == "lstm":
+                raise ConfigError(f"{where}: {metric!r} is a memory probe, not recorded for the memory-less arm "
+                                  f"{arm.name!r}")
+
+
+def build_arm_run(spec: AblationSpec, arm: Arm, seed: int) -> RunConfig:
+    """The run of one (arm, seed): the arm's overrides over the fixed model, everything else shared."""
+    model = _apply(spec.model, dict(arm.overrides))
+    return RunConfig(task=spec.task, model=model, optimizer=spec.optimizer, train=spec.train, seed=seed)
+
+
+def contract_hash(spec: AblationSpec) -> str:
+    """The hash of what every arm shares; arms, seeds and the ROPE may change without changing it."""
+    contract = {"task": to_mapping(spec.task), "model": to_mapping(spec.model),
+                "optimizer": to_mapping(spec.optimizer), "train": to_mapping(spec.train), "seed": spec.seed,
+                "objective": to_mapping(spec.objective)}
+    return hashlib.sha256(json.dumps(contract, sort_keys=True).encode()).hexdigest()
+
+
+def resolved_mapping(spec: AblationSpec) -> dict[str, Any]:
+    return dataclasses.asdict(spec)
