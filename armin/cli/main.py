@@ -19,13 +19,15 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from armin.cli import bench, study, train
+    from armin.cli import bench, query, report, study, train
 
     parser = Parser(prog="armin", description="Controlled ablations and hyperparameter search on ARMIN "
                                               "(Li et al., IJCAI 2019).")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     train.add_parser(sub)
     study.add_parser(sub)
+    query.add_parser(sub)
+    report.add_parser(sub)
     bench.add_parser(sub)
     return parser
 

@@ -20,14 +20,19 @@ def study_summary(db: Database, name: str) -> str:
     with db.session() as s:
         study = Study.find_or_raise_by_name(s, name)
         spec = json.loads(study.spec_json)
-        search, objective = spec["search"], spec["objective"]
+        objective = spec["objective"]
         counts = Counter(t.state.name.lower() for t in study.trials)
         results = sum(n for state, n in counts.items() if TrialState[state.upper()].counts_as_result())
-        total = search["n_trials"] * search["seeds_per_config"]
-        lines = [f"study {study.name} ({study.status}), created {study.created_at:%Y-%m-%d %H:%M:%S} UTC, "
+        if study.kind == "ablation":
+            total = len(spec["arms"]) * len(spec["seeds"])
+        else:
+            total = spec["search"]["n_trials"] * spec["search"]["seeds_per_config"]
+        lines = [f"{study.kind} {study.name} ({study.status}), created {study.created_at:%Y-%m-%d %H:%M:%S} UTC, "
                  f"elapsed {(study.updated_at - study.created_at).total_seconds() / 60:.1f} min",
                  f"results {results}/{total}; attempts by state: " +
                  (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")]
+        if study.kind == "ablation":
+            lines += arm_lines(study, objective["metric"])
         best = best_trial(study, objective["direction"])
         if best is not None:
             lines.append(f"best {objective['metric']} {decode_value(best.value, best.value_kind):.6g} "
@@ -38,6 +43,18 @@ def study_summary(db: Database, name: str) -> str:
                 lines.append(f"  trial {t.number} (config {t.config_id}, seed {t.seed}, attempt {t.attempt}) "
                              f"{t.state.name.lower()}: {detail}")
         return "\n".join(lines)
+
+
+def arm_lines(study: Study, metric: str) -> list[str]:
+    """Per arm: results so far and the mean objective (the report has the statistics)."""
+    lines = []
+    for arm in dict.fromkeys(t.arm for t in study.trials):
+        done = [t for t in study.trials if t.arm == arm and t.state.counts_as_result()]
+        values = [v for t in done if t.state == TrialState.COMPLETE
+                  and (v := decode_value(t.value, t.value_kind)) is not None]
+        mean = f"mean {metric} {sum(values) / len(values):.4g}" if values else "no values yet"
+        lines.append(f"  arm {arm}: {len(done)} results, {mean}")
+    return lines
 
 
 def list_summary(db: Database) -> str:

@@ -1,0 +1,29 @@
+"""`armin report NAME`: the comparison report of a study or ablation, from the database alone."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from armin.cli.study import add_db_option
+
+    p = sub.add_parser("report", help="write a study's report (HTML, Markdown, CSV, PNG/SVG figures)",
+                       description="Write the report of an ablation (per-arm statistics, paired comparisons with "
+                                   "the baseline, factor effects, learning curves, memory probes, costs, "
+                                   "provenance) or of a search (history, importances, best configurations). Reads "
+                                   "the database only, so it can run while the study is still going.")
+    p.add_argument("name", help="the study or ablation")
+    p.add_argument("--out", type=Path, help="output directory (default: reports/NAME)")
+    add_db_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from armin.cli.study import db_path
+    from armin.reporting.render import build_report
+
+    index = build_report(db_path(args), args.name, args.out or Path("reports") / args.name)
+    print(f"wrote {index} (and report.md, CSV tables, figures/ as PNG and SVG)")
+    return 0
