@@ -265,9 +265,13 @@ def test_a_damaged_cache_file_is_rebuilt(tmp_path, monkeypatch):
     write_mnist(tmp_path / "mnist")
     first = build_task(SeqMNISTConfig(data_dir=str(tmp_path / "mnist")))
     (cache_file,) = (tmp_path / "cache").glob("mnist-idx-*.npz")
-    cache_file.write_bytes(b"garbage")
-    again = build_task(SeqMNISTConfig(data_dir=str(tmp_path / "mnist")))
-    assert torch.equal(first.train_images, again.train_images)
+    good = cache_file.read_bytes()
+    for damaged in (b"garbage", good[:len(good) // 2]):
+        cache_file.write_bytes(damaged)
+        again = build_task(SeqMNISTConfig(data_dir=str(tmp_path / "mnist")))
+        assert torch.equal(first.train_images, again.train_images)
+        with np.load(cache_file) as npz:  # rewritten whole
+            assert len(npz["train_images"]) == N_TRAIN
 
 
 # ---------------------------------------------------------------- the shipped sample and the config

@@ -1,4 +1,4 @@
-"""One real local Ray cluster (2 CPUs) shared by the orchestration tests."""
+"""One real local Ray cluster (2 CPUs) shared by every test that runs trials."""
 
 import os
 
