@@ -11,10 +11,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The main job: a short ARMIN training run on the copy task, result in runs/demo.json.
+# The main job: the quick ablation (addressing x cell on copy, 3 seeds, local Ray, ./armin.db),
+# then its report in reports/copy-ablation-quick/ (index.html, report.md, CSV, figures).
 demo: $(VENV)/.installed
-	$(VENV)/bin/armin train --task copy --task-option max_len=10 --steps 300 --eval-every 100 \
-		--seed 1 --out runs/demo.json
+	$(VENV)/bin/armin ablation run ablations/copy_quick.toml --db armin.db
+	$(VENV)/bin/armin report copy-ablation-quick --db armin.db --out reports/copy-ablation-quick
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -16,6 +16,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, default=3, help="trials per length (default: 3)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_study_bench)
+    p = bsub.add_parser("report", help="time `armin report` on a synthetic ablation of --trials trials",
+                        description="Write a synthetic ablation database of --trials trials (the driver's schema, "
+                                    "values from known distributions) and time the report end to end against the "
+                                    "10-second budget for 10,000 trials.")
+    p.add_argument("--trials", type=int, default=10_000, help="trials in the synthetic ablation (default: 10000)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=lambda args: (__import__("armin.bench.report", fromlist=["bench_report"])
+                                      .bench_report(args.trials, args.json), 0)[1])
     bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
 
 

@@ -90,7 +90,7 @@ def comparison_forest(comparisons: pd.DataFrame, baseline: str, metric: str, rop
     ax.set_yticks(range(len(comparisons)), comparisons["arm"], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel(f"improvement in {metric} over {baseline!r} (positive = better)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
     return save(fig, out, "comparisons", "Paired differences from the baseline",
                 "Mean improvement over the baseline (positive = better) with its 95% paired bootstrap CI over "
                 "seeds; the shaded band is the region of practical equivalence.")
