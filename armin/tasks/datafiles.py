@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -69,7 +70,7 @@ def cached(kind: str, sources: list[Path], options: dict, prepare: Callable[[], 
         try:
             with np.load(path, allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, zlib.error):  # a damaged cache file: prepare again
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):  # damaged: prepare again
             pass
     size = sum(p.stat().st_size for p in sources)
     announced = size >= NOTE_BYTES
@@ -79,16 +80,25 @@ def cached(kind: str, sources: list[Path], options: dict, prepare: Callable[[], 
     arrays = prepare()
     elapsed = time.perf_counter() - start
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-            np.savez(tmp, **arrays)
-        os.replace(tmp.name, path)  # atomic: concurrent trials never see half a file
+        save(path, arrays)
         where = f"cached as {path}"
     except OSError as e:
         where = f"not cached ({path.parent}: {e.strerror or e})"
     if announced or elapsed >= NOTE_SECONDS:
         note(f"prepared {kind} in {elapsed:.1f} s; {where}")
     return arrays
+
+
+def save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an .npz atomically: concurrent trials never see half a file, a failed write leaves nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False) as tmp:
+        try:
+            np.savez(tmp, **arrays)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, path)
 
 
 def read_bytes(path: Path) -> bytes:
