@@ -223,6 +223,7 @@ class Driver:
 
     def finish_result(self, run: Running, result: dict) -> None:
         with self.db.session() as s:
+            s.get(Trial, run.row_id).data_source = result.get("data_source")
             s.add(Cost(trial_id=run.row_id, n_params=result["n_params"], time_per_step_s=result["time_per_step_s"],
                        steps_per_s=result["steps_per_s"], wall_time_s=result["wall_time_s"],
                        peak_memory_bytes=result["peak_memory_bytes"]))

@@ -78,14 +78,19 @@ from armin.seeding import derive_seed
 from armin.tasks import (
     AssociativeRecallConfig,
     AssociativeRecallTask,
+    CharLMConfig,
+    CharLMTask,
     CopyConfig,
     CopyTask,
+    MNISTTask,
+    PermMNISTConfig,
     PrioritySortConfig,
     PrioritySortTask,
     RepeatCopyConfig,
     RepeatCopyTask,
     SeqDigitsConfig,
     SeqDigitsTask,
+    SeqMNISTConfig,
     TaskConfig,
 )
 from armin.training.config import OptimizerConfig, RunConfig, TrainConfig
@@ -104,7 +109,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 #: The direction each metric must be optimised in (metrics absent here may go either way).
 METRIC_DIRECTIONS = {"eval_loss": "minimize", "train_loss": "minimize", "bits_error": "minimize",
-                     "accuracy": "maximize"}
+                     "accuracy": "maximize", "bpc": "minimize"}
 #: Metrics that only some tasks record: the task's headline metric.
 TASK_METRICS: dict[type, str] = {
     CopyConfig: CopyTask.metric,
@@ -112,6 +117,9 @@ TASK_METRICS: dict[type, str] = {
     AssociativeRecallConfig: AssociativeRecallTask.metric,
     PrioritySortConfig: PrioritySortTask.metric,
     SeqDigitsConfig: SeqDigitsTask.metric,
+    SeqMNISTConfig: MNISTTask.metric,
+    PermMNISTConfig: MNISTTask.metric,
+    CharLMConfig: CharLMTask.metric,
 }
 #: Memory probes: recorded only by models with a memory (arch = "armin").
 MEMORY_METRICS = ("read_entropy", "slot_usage")
@@ -179,7 +187,7 @@ class SearchConfig:
 class Objective:
     """What a trial is scored by: `metric` at the run's last evaluation."""
 
-    metric: Literal["eval_loss", "train_loss", "bits_error", "accuracy", "read_entropy", "slot_usage"]
+    metric: Literal["eval_loss", "train_loss", "bits_error", "accuracy", "bpc", "read_entropy", "slot_usage"]
     direction: Literal["minimize", "maximize"]
 
 

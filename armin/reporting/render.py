@@ -122,10 +122,13 @@ def provenance(data: StudyData) -> list[Section]:
         else "not a git checkout"
     seeds = data.spec.get("seeds") or sorted(data.final["seed"].unique().tolist())
     versions = ", ".join(f"{k} {v}" for k, v in sorted(data.versions.items()))
+    sources = ", ".join(sorted(data.attempts["data_source"].dropna().unique())) or "not recorded"
+    if "sample" in sources:
+        sources += " (a small sample shipped with a package, not the full data set)"
     facts = pd.DataFrame([
         ("command", data.command or "unknown"),
         ("report command", " ".join(["armin", *map(shlex.quote, sys.argv[1:])])),
-        ("git commit", commit), ("versions", versions), ("hardware", hw),
+        ("data", sources), ("git commit", commit), ("versions", versions), ("hardware", hw),
         ("seeds", ", ".join(map(str, seeds))), ("created", data.created_at), ("last updated", data.updated_at),
         ("status", data.status),
     ], columns=["item", "value"])

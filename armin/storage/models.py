@@ -237,6 +237,7 @@ class Trial(Base):
     traceback: Mapped[str | None] = mapped_column(Text)  # the full traceback of a FAILED attempt
     worker_host: Mapped[str | None] = mapped_column(String)  # hostname that ran it (Ray node)
     device: Mapped[str | None] = mapped_column(String)  # "cpu" or the GPU's name, as RunResult.device
+    data_source: Mapped[str | None] = mapped_column(String)  # RunResult.data_source: a shipped sample says so
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -126,7 +126,7 @@ BAD = [
     ("unknown-metric", lambda d: d["objective"].update(metric="perplexity"),
      "objective.metric: 'perplexity' is not allowed"),
     ("accuracy-on-copy", lambda d: d["objective"].update(metric="accuracy", direction="maximize"),
-     "objective.metric: 'accuracy' is recorded only by seq_digits"),
+     "objective.metric: 'accuracy' is recorded only by perm_mnist, seq_digits, seq_mnist"),
     ("bits-on-digits", lambda d: d.update(task={"name": "seq_digits"}),
      "objective.metric: 'bits_error' is recorded only by"),
     ("probe-without-memory", lambda d: d["objective"].update(metric="slot_usage") or d["space"].update(
