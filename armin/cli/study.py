@@ -86,10 +86,9 @@ def run_or_resume(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-parallel: must be >= 1, got {args.max_parallel}")
     path = db_path(args)
     if hasattr(args, "spec"):  # run SPEC; otherwise resume NAME
-        try:
-            text = args.spec.read_text()
-        except OSError as e:
-            raise ConfigError(f"{args.spec}: cannot read the spec: {e.strerror or e}") from None
+        from armin.orchestration.spec import read_spec_text
+
+        text = read_spec_text(args.spec)
         plan = make_plan(args.kind, text, str(args.spec))  # validated before the database is touched
         db = Database.open(path)
     else:

@@ -50,7 +50,6 @@ import hashlib
 import itertools
 import json
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +67,8 @@ from armin.orchestration.spec import (
     Resources,
     _apply,
     _section,
+    parse_toml,
+    read_spec_text,
     _string,
     _task,
 )
@@ -119,20 +120,11 @@ def arm_name(levels: Mapping[str, Any]) -> str:
 
 
 def load_ablation(path: str | Path) -> AblationSpec:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the spec: {e.strerror or e}") from None
-    return parse_ablation(text, str(path))
+    return parse_ablation(read_spec_text(path), str(path))
 
 
 def parse_ablation(text: str, source: str) -> AblationSpec:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: invalid TOML: {' '.join(str(e).split())}") from None
-    return _build(data, source)
+    return _build(parse_toml(text, source), source)
 
 
 _TOP_KEYS = ("name", "goal", "seed", "task", "model", "optimizer", "train", "factors", "extra_arms", "design",

@@ -256,24 +256,32 @@ def _allowed_values(hint: Any) -> tuple | None:
 # ---------------------------------------------------------------- loading
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a study spec; every problem is one `ConfigError` line naming file and key."""
+def read_spec_text(path: str | Path) -> str:
+    """A spec file's text (studies and ablations alike), or one `ConfigError` line."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read the study spec ({e.strerror or type(e).__name__})") from None
+        raise ConfigError(f"{path}: cannot read the spec ({e.strerror or type(e).__name__})") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
-    return parse_spec(text, str(path))
+
+
+def parse_toml(text: str, source: str) -> dict:
+    """TOML `text` as a dict, or one `ConfigError` line starting with `source`."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {' '.join(str(e).split())}") from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study spec; every problem is one `ConfigError` line naming file and key."""
+    return parse_spec(read_spec_text(path), str(path))
 
 
 def parse_spec(text: str, source: str) -> StudySpec:
     """Parse and validate spec `text`; `source` (the file name) starts every error message."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: invalid TOML: {' '.join(str(e).split())}") from None
-    return _build(data, source)
+    return _build(parse_toml(text, source), source)
 
 
 _TOP_KEYS = ("name", "goal", "seed", "task", "model", "optimizer", "train", "search", "objective", "resources",

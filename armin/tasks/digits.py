@@ -48,47 +48,59 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.tensor(data.target, dtype=torch.int64)  # (N,)
 
 
-def _fixed_permutation(n: int, seed: int) -> torch.Tensor:
+def fixed_permutation(n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
-class SeqDigitsTask(Task):
-    """Inputs (64, B, 1); targets (B,) class indices scored on the last step's logits (64, B, 10)."""
+def fixed_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(held-out rows, training rows): a `fraction` of n rows (at least 1, at most n - 1), fixed by `seed`."""
+    n_out = min(max(round(fraction * n), 1), n - 1)
+    order = fixed_permutation(n, seed)
+    return order[:n_out], order[n_out:]
+
+
+class PixelClassificationTask(Task):
+    """Images read one pixel per step, classified from the last step's logits (T, B, 10).
+
+    Subclasses set `train_images/labels` and `eval_images/labels` ((N, T) rows, (N,) classes) and may
+    override `_batch` (e.g. to reorder or scale pixels lazily).
+    """
 
     input_size = 1
     output_size = N_CLASSES
     metric = "accuracy"
     higher_is_better = True
-    data_source = "scikit-learn digits"
 
-    def __init__(self, cfg: SeqDigitsConfig) -> None:
-        self.cfg = cfg
-        images, labels = load_digits()
-        if cfg.permute:
-            images = images[:, _fixed_permutation(N_PIXELS, cfg.permutation_seed)]  # (N, 64)
-        n = len(labels)
-        n_eval = min(max(round(cfg.eval_fraction * n), 1), n - 1)
-        order = _fixed_permutation(n, cfg.split_seed)
-        self.eval_index, self.train_index = order[:n_eval], order[n_eval:]  # rows of `load_digits()`
-        self.train_images, self.train_labels = images[self.train_index], labels[self.train_index]
-        self.eval_images, self.eval_labels = images[self.eval_index], labels[self.eval_index]
-
-    @staticmethod
-    def _batch(images: torch.Tensor, labels: torch.Tensor) -> Batch:
-        return Batch(images.T.unsqueeze(-1).contiguous(), labels)  # (64, B, 1), (B,)
+    def _batch(self, images: torch.Tensor, labels: torch.Tensor) -> Batch:
+        return Batch(images.T.unsqueeze(-1).contiguous(), labels)  # (T, B, 1), (B,)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         idx = torch.randint(0, len(self.train_labels), (batch_size,), generator=generator)  # (B,)
         return self._batch(self.train_images[idx], self.train_labels[idx])
 
     def eval_set(self, n_sequences: int, batch_size: int, generator: torch.Generator) -> list[Batch]:
-        """The whole held-out split in fixed order; `n_sequences` and `generator` are unused."""
+        """The whole evaluation split in fixed order; `n_sequences` and `generator` are unused."""
         return [self._batch(self.eval_images[i:i + batch_size], self.eval_labels[i:i + batch_size])
                 for i in range(0, len(self.eval_labels), batch_size)]
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(logits[-1], batch.targets)  # logits[-1]: (B, 10)
+        return F.cross_entropy(logits[-1], batch.targets)  # logits[-1]: (B, 10), the last step only
 
     def metrics(self, logits: torch.Tensor, batch: Batch) -> dict[str, float]:
         correct = logits[-1].argmax(dim=-1) == batch.targets  # (B,)
         return {"loss": float(self.loss(logits, batch)), "accuracy": float(correct.float().mean())}
+
+
+class SeqDigitsTask(PixelClassificationTask):
+    """Inputs (64, B, 1); targets (B,) class indices scored on the last step's logits (64, B, 10)."""
+
+    data_source = "scikit-learn digits"
+
+    def __init__(self, cfg: SeqDigitsConfig) -> None:
+        self.cfg = cfg
+        images, labels = load_digits()
+        if cfg.permute:
+            images = images[:, fixed_permutation(N_PIXELS, cfg.permutation_seed)]  # (N, 64)
+        self.eval_index, self.train_index = fixed_split(len(labels), cfg.eval_fraction, cfg.split_seed)
+        self.train_images, self.train_labels = images[self.train_index], labels[self.train_index]
+        self.eval_images, self.eval_labels = images[self.eval_index], labels[self.eval_index]

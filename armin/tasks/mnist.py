@@ -20,15 +20,15 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from armin.config import require
-from armin.tasks.base import Batch, Task
+from armin.tasks.base import Batch
 from armin.tasks.datafiles import DataError, cached, package_file, read_bytes
+from armin.tasks.digits import PixelClassificationTask, fixed_permutation, fixed_split
 
 SIDE = 28  # MNIST images are 28x28
 N_PIXELS = SIDE * SIDE  # 784 steps, one pixel each
-N_CLASSES = 10
+N_CLASSES = 10  # digits 0..9
 PIXEL_MAX = 255.0  # IDX pixels are unsigned bytes
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # IDX: unsigned bytes, 3 dims / 1 dim
 FILES = {  # role -> the standard file name (each may also end in .gz)
@@ -155,17 +155,9 @@ def _prepare_sample() -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- the task
 
 
-def _fixed_permutation(n: int, seed: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-
-
-class MNISTTask(Task):
-    """Inputs (784, B, 1) in [0, 1]; targets (B,) digits, scored on the last step's logits (784, B, 10)."""
-
-    input_size = 1
-    output_size = N_CLASSES
-    metric = "accuracy"
-    higher_is_better = True
+class MNISTTask(PixelClassificationTask):
+    """Inputs (784, B, 1) in [0, 1]; targets (B,) digits, scored on the last step's logits (784, B, 10)
+    (the reference's nll on step 784)."""
 
     def __init__(self, cfg: SeqMNISTConfig) -> None:
         self.cfg = cfg
@@ -173,12 +165,9 @@ class MNISTTask(Task):
         images = torch.from_numpy(arrays["train_images"])  # (N, 784) uint8
         labels = torch.from_numpy(arrays["train_labels"]).long()  # (N,)
         # The pixel order, fixed by the config alone: raster, or one permutation for every image.
-        self.order = (_fixed_permutation(N_PIXELS, cfg.permutation_seed) if isinstance(cfg, PermMNISTConfig)
+        self.order = (fixed_permutation(N_PIXELS, cfg.permutation_seed) if isinstance(cfg, PermMNISTConfig)
                       else torch.arange(N_PIXELS))  # (784,)
-        n = len(labels)
-        n_valid = min(max(round(cfg.validation_fraction * n), 1), n - 1)
-        split = _fixed_permutation(n, cfg.split_seed)
-        self.valid_index, self.train_index = split[:n_valid], split[n_valid:]  # rows of the training file
+        self.valid_index, self.train_index = fixed_split(len(labels), cfg.validation_fraction, cfg.split_seed)
         self.train_images, self.train_labels = images[self.train_index], labels[self.train_index]
         if cfg.eval_split == "validation":
             self.eval_images, self.eval_labels = images[self.valid_index], labels[self.valid_index]
@@ -191,19 +180,3 @@ class MNISTTask(Task):
     def _batch(self, images: torch.Tensor, labels: torch.Tensor) -> Batch:
         pixels = images[:, self.order].to(torch.float32) / PIXEL_MAX  # (B, 784) in [0, 1]
         return Batch(pixels.T.unsqueeze(-1).contiguous(), labels)  # (784, B, 1), (B,)
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        idx = torch.randint(0, len(self.train_labels), (batch_size,), generator=generator)  # (B,)
-        return self._batch(self.train_images[idx], self.train_labels[idx])
-
-    def eval_set(self, n_sequences: int, batch_size: int, generator: torch.Generator) -> list[Batch]:
-        """The evaluation split (first `eval_limit` images) in file order; `n_sequences` and `generator` are unused."""
-        return [self._batch(self.eval_images[i:i + batch_size], self.eval_labels[i:i + batch_size])
-                for i in range(0, len(self.eval_labels), batch_size)]
-
-    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(logits[-1], batch.targets)  # logits[-1]: (B, 10), the reference's nll on step 784
-
-    def metrics(self, logits: torch.Tensor, batch: Batch) -> dict[str, float]:
-        correct = logits[-1].argmax(dim=-1) == batch.targets  # (B,)
-        return {"loss": float(self.loss(logits, batch)), "accuracy": float(correct.float().mean())}

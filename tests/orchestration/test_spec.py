@@ -215,7 +215,7 @@ def test_malformed_toml_is_one_line_with_the_file(tmp_path):
 def test_missing_file_is_one_line(tmp_path):
     path = tmp_path / "nope.toml"
     message = load_error(path)
-    assert message.startswith(f"{path}: cannot read the study spec"), message
+    assert message.startswith(f"{path}: cannot read the spec"), message
 
 
 def test_nested_space_tables_equal_quoted_paths(tmp_path):
