@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 from pathlib import Path
 from types import ModuleType
 
 from armin.model.fused import Saved, Spec
 
 SOURCE = Path(__file__).with_name("fused.cpp")
-NAME = "armin_fused_v1"  # bump when the Python <-> C++ signature changes
+NAME = "armin_fused_v2"  # bump when the Python <-> C++ signature changes
 DISABLE_ENV = "ARMIN_FUSED_CPP"  # "0": never build or use the extension
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,30 @@ def load() -> ModuleType | None:
     try:
         from torch.utils import cpp_extension
 
-        _module = cpp_extension.load(name=NAME, sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
-        _status = "built" if _module.have_blas() else "built (no direct BLAS: matmuls through ATen)"
+        _module = cpp_extension.load(name=NAME, sources=[str(SOURCE)], extra_cflags=compile_flags(), verbose=False)
+        _status = "built" + ("" if _module.have_simd() else ", scalar exp/tanh") + (
+            "" if _module.have_blas() else ", matmuls through ATen (no BLAS symbol)")
     except Exception as e:  # noqa: BLE001 - any build failure means: use the Python loop
         _status = f"unavailable ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''})"
         log.warning("armin: fused C++ loop %s; using the Python loop", _status)
     return _module
+
+
+def compile_flags() -> list[str]:
+    """-O3, plus AVX2/FMA and SLEEF-vectorised exp/tanh when this CPU has them (x86-64 Linux)."""
+    flags = ["-O3", "-fopenmp-simd"]
+    if platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma"} <= _cpu_flags():
+        flags += ["-mavx2", "-mfma", "-DARMIN_AVX2"]
+    return flags
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
 
 
 def status() -> str:
@@ -60,11 +79,12 @@ class CppKernels:
     name = "cpp"
 
     @staticmethod
-    def forward(s: Spec, zx, noise, w_a, w1, w2, w_v, h0, c0, memory0, save: bool):
-        res = _module.forward(zx, noise, w_a, w1, w2, w_v, h0, c0, memory0, *_spec_args(s), save)
+    def forward(s: Spec, x, w_x, b_x, noise, w_a, w1, w2, w_v, h0, c0, memory0, save: bool):
+        res = _module.forward(x, w_x, b_x, noise, w_a, w1, w2, w_v, h0, c0, memory0, *_spec_args(s), save)
         out, h, c, saved = res[0], res[1], res[2], Saved(*res[3:])
         return out, saved.y, h, c, saved
 
     @staticmethod
-    def backward(s: Spec, sv: Saved, w_a, w1, w2, w_v, d_out, d_h, d_c, d_mem):
-        return tuple(_module.backward(list(sv), w_a, w1, w2, w_v, d_out, d_h, d_c, d_mem, *_spec_args(s)))
+    def backward(s: Spec, sv: Saved, x, w_x, w_a, w1, w2, w_v, d_out, d_h, d_c, d_mem, need_dx: bool):
+        return tuple(_module.backward(list(sv), x, w_x, w_a, w1, w2, w_v, d_out, d_h, d_c, d_mem, need_dx,
+                                      *_spec_args(s)))

@@ -2,17 +2,28 @@
 //
 // A line-by-line twin of `py_forward` / `py_backward` in armin/model/fused.py (read that first:
 // it has the equations, the buffer layout and the column layout of zx). What this file adds is
-// speed: no autograd graph, no per-step allocation, BLAS called directly on raw pointers for the
-// small per-step matmuls, plain loops for the cheap elementwise work, and ATen only for the
-// vectorised sigmoid / tanh of whole gate blocks. Recurrent weight gradients are formed after the
-// backward loop, one matmul over all T*B rows each.
+// speed: no autograd graph, no per-step allocation or dispatch, BLAS called directly on raw
+// pointers for the small per-step matmuls, and plain row loops for the elementwise work, with
+// exp / tanh vectorised through the SLEEF functions libtorch already exports (when built with
+// ARMIN_AVX2; scalar std::exp / std::tanh otherwise). Recurrent weight gradients are formed after
+// the backward loop, one matmul over all T*B rows each.
 #include <torch/extension.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <vector>
+
+#if defined(ARMIN_AVX2)
+#include <immintrin.h>
+extern "C" {  // exported by libtorch_cpu (its vectorised exp / tanh), 1.0-ULP variants
+__m256 Sleef_expf8_u10(__m256);
+__m256 Sleef_tanhf8_u10(__m256);
+__m256d Sleef_expd4_u10(__m256d);
+__m256d Sleef_tanhd4_u10(__m256d);
+}
+#endif
 
 // BLAS as linked into libtorch (MKL or OpenBLAS, Fortran LP64 interface). Weak: when this torch
 // exposes no such symbol, `mm` falls back to ATen's addmm on the same memory.
@@ -26,8 +37,16 @@ void dgemm_(const char*, const char*, const int*, const int*, const int*, const 
 namespace {
 
 using at::Tensor;
+using std::optional;
 
 bool have_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }
+bool have_simd() {
+#if defined(ARMIN_AVX2)
+  return true;
+#else
+  return false;
+#endif
+}
 
 void blas(char ta, char tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
           float beta, float* c, int ldc) {
@@ -56,23 +75,99 @@ void mm(bool ta, bool tb, int M, int N, int K, const T* A, int lda, const T* B, 
   c.addmm_(view(A, M, K, lda, ta), view(B, K, N, ldb, tb), beta, 1);
 }
 
-// Strided 2-D view (rows x cols, row stride ld) of a buffer, for ATen's vectorised activations.
+// ---- vectorised activations over one contiguous row ---------------------------------------------
+#if defined(ARMIN_AVX2)
 template <typename T>
-Tensor view2(T* p, int rows, int cols, int ld) {
-  return at::from_blob(p, {rows, cols}, {ld, 1}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+struct Vec;
+template <>
+struct Vec<float> {
+  using V = __m256;
+  static constexpr int n = 8;
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V set(float x) { return _mm256_set1_ps(x); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V div(V a, V b) { return _mm256_div_ps(a, b); }
+  static V exp(V a) { return Sleef_expf8_u10(a); }
+  static V tanh(V a) { return Sleef_tanhf8_u10(a); }
+};
+template <>
+struct Vec<double> {
+  using V = __m256d;
+  static constexpr int n = 4;
+  static V load(const double* p) { return _mm256_loadu_pd(p); }
+  static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  static V set(double x) { return _mm256_set1_pd(x); }
+  static V add(V a, V b) { return _mm256_add_pd(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_pd(a, b); }
+  static V div(V a, V b) { return _mm256_div_pd(a, b); }
+  static V exp(V a) { return Sleef_expd4_u10(a); }
+  static V tanh(V a) { return Sleef_tanhd4_u10(a); }
+};
+#endif
+
+// out[i] = f(in[i]) over one contiguous row, f vectorised; the tail goes through a zero-padded vector.
+#if defined(ARMIN_AVX2)
+template <typename T, typename F>
+inline void map_row(T* out, const T* in, int n, F f) {
+  using V = Vec<T>;
+  int i = 0;
+  for (; i + V::n <= n; i += V::n) V::store(out + i, f(V::load(in + i)));
+  if (i < n) {
+    T buf[V::n] = {};
+    std::memcpy(buf, in + i, sizeof(T) * (n - i));
+    V::store(buf, f(V::load(buf)));
+    std::memcpy(out + i, buf, sizeof(T) * (n - i));
+  }
+}
+#endif
+
+// out[i] = sigmoid(in[i] + bias)
+template <typename T>
+void sigmoid_row(T* out, const T* in, int n, T bias) {
+#if defined(ARMIN_AVX2)
+  using V = Vec<T>;
+  const auto one = V::set(1), zero = V::set(0), b = V::set(bias);
+  map_row(out, in, n, [&](typename V::V x) { return V::div(one, V::add(one, V::exp(V::sub(zero, V::add(x, b))))); });
+#else
+  for (int i = 0; i < n; ++i) out[i] = T(1) / (T(1) + std::exp(-(in[i] + bias)));
+#endif
 }
 
-// out (rows x cols, row stride ldo) = sigmoid / tanh of in (row stride ldi), vectorised by ATen.
 template <typename T>
-void sigmoid_to(T* out, int ldo, const T* in, int ldi, int rows, int cols) {
-  Tensor o = view2(out, rows, cols, ldo);
-  at::sigmoid_out(o, view2(const_cast<T*>(in), rows, cols, ldi));
+void tanh_row(T* out, const T* in, int n) {
+#if defined(ARMIN_AVX2)
+  map_row(out, in, n, [](typename Vec<T>::V x) { return Vec<T>::tanh(x); });
+#else
+  for (int i = 0; i < n; ++i) out[i] = std::tanh(in[i]);
+#endif
 }
+
+// v[i] = exp(v[i] - shift), returns the sum
 template <typename T>
-void tanh_to(T* out, int ldo, const T* in, int ldi, int rows, int cols) {
-  Tensor o = view2(out, rows, cols, ldo);
-  at::tanh_out(o, view2(const_cast<T*>(in), rows, cols, ldi));
+T exp_row(T* v, int n, T shift) {
+#if defined(ARMIN_AVX2)
+  const auto s = Vec<T>::set(shift);
+  map_row(v, v, n, [&](typename Vec<T>::V x) { return Vec<T>::exp(Vec<T>::sub(x, s)); });
+#else
+  for (int i = 0; i < n; ++i) v[i] = std::exp(v[i] - shift);
+#endif
+  T sum = 0;
+  for (int i = 0; i < n; ++i) sum += v[i];
+  return sum;
 }
+
+template <typename T>
+T dot(const T* __restrict__ a, const T* __restrict__ b, int n) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int k = 0; k < n; ++k) acc += a[k] * b[k];
+  return acc;
+}
+
+template <typename T>
+inline T dsig(T g) { return g * (T(1) - g); }
 
 struct Spec {
   int H, N, W, K1, K2;
@@ -89,20 +184,92 @@ struct Spec {
   }
 };
 
+// ---- one batch row of each forward stage (plain loops over restrict pointers: vectorised) ----------
+// y = softmax((a + noise) / temperature); returns the first argmax of y (the hard read slot)
 template <typename T>
-inline T sig_grad(T g) { return g * (T(1) - g); }
+int address_row(const T* a, const T* noise, int N, T temp, T* y) {
+  T mx = -INFINITY;
+  for (int i = 0; i < N; ++i) {
+    y[i] = (noise ? a[i] + noise[i] : a[i]) / temp;
+    mx = std::max(mx, y[i]);
+  }
+  const T sum = exp_row(y, N, mx);
+  int best = 0;
+  for (int i = 0; i < N; ++i) {
+    y[i] /= sum;
+    if (y[i] > y[best]) best = i;
+  }
+  return best;
+}
+
+// r = sum_i y_i M_i
+template <typename T>
+void soft_read_row(const T* __restrict__ y, const T* __restrict__ mem, int N, int W, T* __restrict__ r) {
+  std::fill(r, r + W, T(0));
+  for (int i = 0; i < N; ++i)
+    for (int k = 0; k < W; ++k) r[k] += y[i] * mem[(int64_t)i * W + k];
+}
+
+// eq. (1): g = [g^h, g^r] = sigmoid(p1); q = [g^h * h, g^r * r], the second layer's recurrent input
+template <typename T>
+void input_gates_row(const T* p1, const T* __restrict__ h, const T* __restrict__ r, int H, int W,
+                     T* __restrict__ g, T* __restrict__ q) {
+  sigmoid_row(g, p1, H + W, T(0));
+  for (int k = 0; k < H; ++k) q[k] = g[k] * h[k];
+  for (int k = 0; k < W; ++k) q[H + k] = g[H + k] * r[k];
+}
+
+// gate block activations: g = [sig(i), tanh(j), sig(f + fb), sig(rest...)] of widths H, H, H, n_rest
+template <typename T>
+void gates_row(const T* p, int H, int n_rest, T fb, T* g) {
+  sigmoid_row(g, p, H, T(0));
+  tanh_row(g + H, p + H, H);
+  sigmoid_row(g + 2 * H, p + 2 * H, H, fb);
+  sigmoid_row(g + 3 * H, p + 3 * H, n_rest, T(0));
+}
+
+// eq. (5) c~ = sig(f) h + sig(i) tanh(j); reference: s = tanh(c~), o = [s sig(o^h), r sig(o^r)];
+// paper (eq. (6)): h = c~, o = [sig(o^h) tanh(h), sig(o^r) tanh(r)]; `scratch` holds c~ (reference)
+template <typename T>
+void armin_cell_row(const T* __restrict__ g, const T* __restrict__ h, const T* __restrict__ r, int H, int W,
+                    bool reference, T* __restrict__ scratch, T* __restrict__ hn, T* __restrict__ th,
+                    T* __restrict__ tr, T* __restrict__ o) {
+  T* c = reference ? scratch : hn;
+  for (int k = 0; k < H; ++k) c[k] = g[2 * H + k] * h[k] + g[k] * g[H + k];
+  if (reference) {
+    tanh_row(hn, c, H);
+    for (int k = 0; k < H; ++k) o[k] = hn[k] * g[3 * H + k];
+    for (int k = 0; k < W; ++k) o[H + k] = r[k] * g[4 * H + k];
+  } else {
+    tanh_row(th, hn, H);
+    tanh_row(tr, r, W);
+    for (int k = 0; k < H; ++k) o[k] = g[3 * H + k] * th[k];
+    for (int k = 0; k < W; ++k) o[H + k] = g[4 * H + k] * tr[k];
+  }
+}
+
+// LSTM cell over [x, h, r]: c = sig(f) c + sig(i) tanh(j), h = tanh(c) sig(o), o_t = [h, r]
+template <typename T>
+void lstm_cell_row(const T* __restrict__ g, const T* __restrict__ cp, const T* __restrict__ r, int H, int W,
+                   T* __restrict__ cn, T* __restrict__ th, T* __restrict__ hn, T* __restrict__ o) {
+  for (int k = 0; k < H; ++k) cn[k] = g[2 * H + k] * cp[k] + g[k] * g[H + k];
+  tanh_row(th, cn, H);
+  for (int k = 0; k < H; ++k) o[k] = hn[k] = th[k] * g[3 * H + k];
+  std::memcpy(o + H, r, sizeof(T) * W);
+}
 
 // ---- forward -------------------------------------------------------------------------------------
 template <typename T>
-std::vector<Tensor> forward_impl(const Spec& s, const Tensor& zx, const std::optional<Tensor>& noise_,
-                                 const std::optional<Tensor>& w_a_, const Tensor& w1_, const std::optional<Tensor>& w2_,
-                                 const std::optional<Tensor>& w_v_, const Tensor& h0, const std::optional<Tensor>& c0,
-                                 const Tensor& memory0, bool save) {
-  const int T_ = zx.size(0), B = zx.size(1), H = s.H, N = s.N, W = s.W, K1 = s.K1, K2 = s.K2, K = s.K();
-  const int HW = H + W, o1 = s.o1(), o2 = s.o2(), ov = s.ov();
+std::vector<Tensor> forward_impl(const Spec& s, const Tensor& x_, const Tensor& w_x_, const Tensor& b_x_,
+                                 const optional<Tensor>& noise_, const optional<Tensor>& w_a_, const Tensor& w1_,
+                                 const optional<Tensor>& w2_, const optional<Tensor>& w_v_, const Tensor& h0,
+                                 const optional<Tensor>& c0, const Tensor& memory0, bool save) {
+  const int T_ = x_.size(0), B = x_.size(1), X = x_.size(2), H = s.H, N = s.N, W = s.W, K1 = s.K1, K2 = s.K2;
+  const int K = s.K(), HW = H + W, o1 = s.o1(), o2 = s.o2(), ov = s.ov();
   const int hard = s.hard_steps(T_), nsnap = T_ - hard;
-  auto opt = zx.options();
-  Tensor w1 = w1_.contiguous();
+  const bool paper_armin = s.armin_cell && !s.reference;
+  auto opt = x_.options();
+  Tensor x = x_.contiguous(), w_x = w_x_.contiguous(), b_x = b_x_.contiguous(), w1 = w1_.contiguous();
   // h's projections into [a | p1] in one matmul: rows [w_a; w1[:, :H]]
   Tensor wh = s.address_h ? at::cat({w_a_->contiguous(), w1.narrow(1, 0, H)}, 0).contiguous()
                           : w1.narrow(1, 0, H).contiguous();
@@ -112,9 +279,8 @@ std::vector<Tensor> forward_impl(const Spec& s, const Tensor& zx, const std::opt
   const int ST = save ? T_ : 1;  // per-step buffers only the backward needs: one step when not saving
   Tensor out = at::empty({T_, B, HW}, opt), y = at::empty({T_, B, N}, opt);
   Tensor hs = at::empty({T_ + 1, B, H}, opt), r = at::empty({T_, B, W}, opt);
-  Tensor cs = s.armin_cell ? at::empty({0}, opt) : at::empty({T_ + 1, B, H}, opt);
+  Tensor cs = at::empty({s.armin_cell ? 0 : T_ + 1, B, H}, opt);
   Tensor g1 = at::empty({ST, B, K1}, opt), g2 = at::empty({s.armin_cell ? ST : 0, B, K2}, opt);
-  bool paper_armin = s.armin_cell && !s.reference;
   Tensor th = at::empty({(paper_armin || !s.armin_cell) ? ST : 0, B, H}, opt);
   Tensor tr = at::empty({paper_armin ? ST : 0, B, W}, opt);
   Tensor idx = at::empty({s.soft ? 0 : T_, B}, opt.dtype(at::kLong));
@@ -123,152 +289,91 @@ std::vector<Tensor> forward_impl(const Spec& s, const Tensor& zx, const std::opt
   Tensor mem = memory0.clone(at::MemoryFormat::Contiguous);
   hs[0].copy_(h0);
   if (!s.armin_cell) cs[0].copy_(*c0);
-  Tensor z = at::empty({B, K}, opt), hr2 = at::empty({B, HW}, opt), value = at::empty({B, W}, opt);
+  Tensor z_ = at::empty({B, K}, opt), hr2_ = at::empty({B, HW}, opt);
 
-  const T* zxp = zx.data_ptr<T>();
+  const T *xp = x.data_ptr<T>(), *wxp = w_x.data_ptr<T>(), *bxp = b_x.data_ptr<T>();
   const T* noise = noise_.has_value() && noise_->defined() ? noise_->data_ptr<T>() : nullptr;
   const T *whp = wh.data_ptr<T>(), *w1p = w1.data_ptr<T>();
   const T* w2p = s.armin_cell ? w2.data_ptr<T>() : nullptr;
   const T* wvp = s.reference ? w_v.data_ptr<T>() : nullptr;
-  T *zp = z.data_ptr<T>(), *hr2p = hr2.data_ptr<T>(), *memp = mem.data_ptr<T>();
+  T *z = z_.data_ptr<T>(), *hr2 = hr2_.data_ptr<T>(), *memp = mem.data_ptr<T>();
   T *outp = out.data_ptr<T>(), *yp = y.data_ptr<T>(), *hsp = hs.data_ptr<T>(), *rp = r.data_ptr<T>();
-  T* csp = s.armin_cell ? nullptr : cs.data_ptr<T>();
+  T *csp = cs.data_ptr<T>(), *g1p = g1.data_ptr<T>(), *g2p = g2.data_ptr<T>(), *thp = th.data_ptr<T>();
+  T *trp = tr.data_ptr<T>(), *oldp = old.data_ptr<T>(), *snapp = snap.data_ptr<T>();
   int64_t* idxp = s.soft ? nullptr : idx.data_ptr<int64_t>();
   const T temp = T(s.temperature), fb = T(s.forget_bias);
 
   for (int t = 0; t < T_; ++t) {
-    const int st = save ? t : 0;
-    const T* h = hsp + (int64_t)t * B * H;
-    T* hn = hsp + (int64_t)(t + 1) * B * H;
-    T* rt = rp + (int64_t)t * B * W;
-    T* yt = yp + (int64_t)t * B * N;
-    T* g1t = g1.data_ptr<T>() + (int64_t)st * B * K1;
-    std::memcpy(zp, zxp + (int64_t)t * B * K, sizeof(T) * B * K);
-    // read logits and the first layer's h part: z[:, a | p1] += h @ [w_a; w1_h]^T
-    mm<T>(false, true, B, wh_rows, H, h, H, whp, H, T(1), zp + wh_col, K);
-    // address: y = softmax((a + noise) / temperature), hard slot = first argmax of y
+    const int64_t st = save ? t : 0, tB = (int64_t)t * B;
+    const T* h = hsp + tB * H;
+    T* hn = hsp + (tB + B) * H;
+    T* rt = rp + tB * W;
+    T* yt = yp + tB * N;
+    T *g1t = g1p + st * B * K1, *g2t = g2p + st * B * K2, *tht = thp + st * B * H, *trt = trp + st * B * W;
+    // z = [x_t, h] projections: biases, x_t @ w_x^T (all blocks), h @ [w_a; w1_h]^T (a and p1 blocks)
+    for (int b = 0; b < B; ++b) std::memcpy(z + (int64_t)b * K, bxp, sizeof(T) * K);
+    mm<T>(false, true, B, K, X, xp + tB * X, X, wxp, X, T(1), z, K);
+    mm<T>(false, true, B, wh_rows, H, h, H, whp, H, T(1), z + wh_col, K);
+    // read: address, then a gather (hard) or a weighted sum (soft)
     for (int b = 0; b < B; ++b) {
-      const T* a = zp + (int64_t)b * K;
-      T* yb = yt + (int64_t)b * N;
-      T mx = -INFINITY;
-      for (int i = 0; i < N; ++i) {
-        const T v = (a[i] + (noise ? noise[((int64_t)t * B + b) * N + i] : T(0))) / temp;
-        yb[i] = v;
-        mx = v > mx ? v : mx;
-      }
-      T sum = 0;
-      for (int i = 0; i < N; ++i) sum += (yb[i] = std::exp(yb[i] - mx));
-      int best = 0;
-      for (int i = 0; i < N; ++i) {
-        yb[i] /= sum;
-        if (yb[i] > yb[best]) best = i;
-      }
+      const int best = address_row(z + (int64_t)b * K, noise ? noise + (tB + b) * N : nullptr, N, temp,
+                                   yt + (int64_t)b * N);
       const T* mb = memp + (int64_t)b * N * W;
-      T* rb = rt + (int64_t)b * W;
-      if (!s.soft) {  // a gather
-        idxp[(int64_t)t * B + b] = best;
-        std::memcpy(rb, mb + (int64_t)best * W, sizeof(T) * W);
+      if (s.soft) {
+        soft_read_row(yt + (int64_t)b * N, mb, N, W, rt + (int64_t)b * W);
       } else {
-        for (int k = 0; k < W; ++k) rb[k] = 0;
-        for (int i = 0; i < N; ++i) {
-          const T w = yb[i];
-          const T* mi = mb + (int64_t)i * W;
-          for (int k = 0; k < W; ++k) rb[k] += w * mi[k];
-        }
+        idxp[tB + b] = best;
+        std::memcpy(rt + (int64_t)b * W, mb + (int64_t)best * W, sizeof(T) * W);
       }
     }
     // first layer's r part
-    mm<T>(false, true, B, K1, W, rt, W, w1p + H, HW, T(1), zp + o1, K);
-    T* vp;  // the value written at this step
+    mm<T>(false, true, B, K1, W, rt, W, w1p + H, HW, T(1), z + o1, K);
     if (s.armin_cell) {
-      sigmoid_to<T>(g1t, K1, zp + o1, K, B, K1);  // eq. (1): g^h, g^r
-      for (int b = 0; b < B; ++b) {  // [g^h * h, g^r * r]
-        const T* g = g1t + (int64_t)b * K1;
-        T* q = hr2p + (int64_t)b * HW;
-        for (int k = 0; k < H; ++k) q[k] = g[k] * h[(int64_t)b * H + k];
-        for (int k = 0; k < W; ++k) q[H + k] = g[H + k] * rt[(int64_t)b * W + k];
-      }
-      mm<T>(false, true, B, K2, HW, hr2p, HW, w2p, HW, T(1), zp + o2, K);  // eq. (4)
-      T* g2t = g2.data_ptr<T>() + (int64_t)st * B * K2;
       for (int b = 0; b < B; ++b)
-        for (int k = 0; k < H; ++k) zp[(int64_t)b * K + o2 + 2 * H + k] += fb;
-      sigmoid_to<T>(g2t, K2, zp + o2, K, B, K2);
-      tanh_to<T>(g2t + H, K2, zp + o2 + H, K, B, H);
-      T* hw = s.reference ? zp : hn;  // reference: c~ into scratch (z's p1 block is spent), tanh below
-      const int hw_ld = s.reference ? K : H, hw_off = s.reference ? o1 : 0;
-      for (int b = 0; b < B; ++b) {  // eq. (5)
-        const T* g = g2t + (int64_t)b * K2;
-        const T* hb = h + (int64_t)b * H;
-        T* c = hw + (int64_t)b * hw_ld + hw_off;
-        for (int k = 0; k < H; ++k) c[k] = g[2 * H + k] * hb[k] + g[k] * g[H + k];
-      }
-      if (s.reference) {
-        tanh_to<T>(hn, H, zp + o1, K, B, H);
-        for (int b = 0; b < B; ++b) {  // o_t = [s_t * sig(o^h), r * sig(o^r)]
-          const T* g = g2t + (int64_t)b * K2;
-          T* o = outp + ((int64_t)t * B + b) * HW;
-          for (int k = 0; k < H; ++k) o[k] = hn[(int64_t)b * H + k] * g[3 * H + k];
-          for (int k = 0; k < W; ++k) o[H + k] = rt[(int64_t)b * W + k] * g[4 * H + k];
-        }
-      } else {
-        T* tht = th.data_ptr<T>() + (int64_t)st * B * H;
-        T* trt = tr.data_ptr<T>() + (int64_t)st * B * W;
-        tanh_to<T>(tht, H, hn, H, B, H);
-        tanh_to<T>(trt, W, rt, W, B, W);
-        for (int b = 0; b < B; ++b) {  // eq. (6)
-          const T* g = g2t + (int64_t)b * K2;
-          T* o = outp + ((int64_t)t * B + b) * HW;
-          for (int k = 0; k < H; ++k) o[k] = g[3 * H + k] * tht[(int64_t)b * H + k];
-          for (int k = 0; k < W; ++k) o[H + k] = g[4 * H + k] * trt[(int64_t)b * W + k];
-        }
-      }
-    } else {  // LSTM cell over [x, h, r]
-      for (int b = 0; b < B; ++b)
-        for (int k = 0; k < H; ++k) zp[(int64_t)b * K + o1 + 2 * H + k] += fb;
-      sigmoid_to<T>(g1t, K1, zp + o1, K, B, K1);
-      tanh_to<T>(g1t + H, K1, zp + o1 + H, K, B, H);
-      T* cp = csp + (int64_t)t * B * H;
-      T* cn = csp + (int64_t)(t + 1) * B * H;
-      T* tht = th.data_ptr<T>() + (int64_t)st * B * H;
+        input_gates_row(z + (int64_t)b * K + o1, h + (int64_t)b * H, rt + (int64_t)b * W, H, W, g1t + (int64_t)b * K1,
+                        hr2 + (int64_t)b * HW);
+      mm<T>(false, true, B, K2, HW, hr2, HW, w2p, HW, T(1), z + o2, K);  // eq. (4)
       for (int b = 0; b < B; ++b) {
-        const T* g = g1t + (int64_t)b * K1;
-        for (int k = 0; k < H; ++k) {
-          const int64_t e = (int64_t)b * H + k;
-          cn[e] = g[2 * H + k] * cp[e] + g[k] * g[H + k];
-        }
+        T* g = g2t + (int64_t)b * K2;  // sig(i), tanh(j), sig(f + fb), sig(o^h), sig(o^r)
+        gates_row(z + (int64_t)b * K + o2, H, H + W, fb, g);
+        armin_cell_row(g, h + (int64_t)b * H, rt + (int64_t)b * W, H, W, s.reference, z + (int64_t)b * K + o1,
+                       hn + (int64_t)b * H, tht + (int64_t)b * H, trt + (int64_t)b * W, outp + (tB + b) * HW);
       }
-      tanh_to<T>(tht, H, cn, H, B, H);
+    } else {
+      const T* cp = csp + tB * H;
+      T* cn = csp + (tB + B) * H;
       for (int b = 0; b < B; ++b) {
-        const T* g = g1t + (int64_t)b * K1;
-        T* o = outp + ((int64_t)t * B + b) * HW;
-        for (int k = 0; k < H; ++k) o[k] = hn[(int64_t)b * H + k] = tht[(int64_t)b * H + k] * g[3 * H + k];
-        std::memcpy(o + H, rt + (int64_t)b * W, sizeof(T) * W);
+        T* g = g1t + (int64_t)b * K1;  // sig(i), tanh(j), sig(f + fb), sig(o)
+        gates_row(z + (int64_t)b * K + o1, H, H, fb, g);
+        lstm_cell_row(g, cp + (int64_t)b * H, rt + (int64_t)b * W, H, W, cn + (int64_t)b * H, tht + (int64_t)b * H,
+                      hn + (int64_t)b * H, outp + (tB + b) * HW);
       }
     }
-    if (s.reference) {  // value = write_proj([x, s_t]): x part and bias are in zx
-      mm<T>(false, true, B, W, H, hn, H, wvp, H, T(1), zp + ov, K);
-      vp = value.data_ptr<T>();
-      for (int b = 0; b < B; ++b) std::memcpy(vp + (int64_t)b * W, zp + (int64_t)b * K + ov, sizeof(T) * W);
-    } else {
-      vp = hn;  // the paper writes h_t itself
+    // the value written: reference: write_proj([x, s_t]) (x part and bias are already in z); paper: h_t
+    const T* value = hn;
+    int ldv = H;
+    if (s.reference) {
+      mm<T>(false, true, B, W, H, hn, H, wvp, H, T(1), z + ov, K);
+      value = z + ov;
+      ldv = K;
     }
     // write: slot n while filling, then the slot read (detached); soft: blend by y
     const int n = s.n_written + t;
     if (t < hard) {
-      T* o = old.data_ptr<T>() + (int64_t)(save ? t : 0) * B * W;
+      T* o = oldp + (save ? (int64_t)t : 0) * B * W;
       for (int b = 0; b < B; ++b) {
-        const int64_t slot = n < N ? n : idxp[(int64_t)t * B + b];
+        const int64_t slot = n < N ? n : idxp[tB + b];
         T* m = memp + ((int64_t)b * N + slot) * W;
         std::memcpy(o + (int64_t)b * W, m, sizeof(T) * W);
-        std::memcpy(m, vp + (int64_t)b * W, sizeof(T) * W);
+        std::memcpy(m, value + (int64_t)b * ldv, sizeof(T) * W);
       }
     } else {
-      if (save) std::memcpy(snap.data_ptr<T>() + (int64_t)(t - hard) * B * N * W, memp, sizeof(T) * B * N * W);
+      if (save) std::memcpy(snapp + (int64_t)(t - hard) * B * N * W, memp, sizeof(T) * B * N * W);
       for (int b = 0; b < B; ++b)
         for (int i = 0; i < N; ++i) {
           const T e = yt[(int64_t)b * N + i];
-          T* m = memp + ((int64_t)b * N + i) * W;
-          const T* v = vp + (int64_t)b * W;
+          T* __restrict__ m = memp + ((int64_t)b * N + i) * W;
+          const T* __restrict__ v = value + (int64_t)b * ldv;
           for (int k = 0; k < W; ++k) m[k] = e * v[k] + (T(1) - e) * m[k];
         }
     }
@@ -278,198 +383,224 @@ std::vector<Tensor> forward_impl(const Spec& s, const Tensor& zx, const std::opt
   return {out, hT, cT, hs, cs, r, tr, th, y, idx, g1, g2, old, snap, mem};
 }
 
+// ---- one batch row of each backward stage ----------------------------------------------------------
+// armin cell, reference formulation: from d(s_t) (dn) and d(o_t) (dout) to d(p2), d(h_{t-1}) (partial), d(r)
+template <typename T>
+void armin_cell_back_row_ref(const T* __restrict__ g, const T* __restrict__ dn, const T* __restrict__ dout,
+                             const T* __restrict__ h, const T* __restrict__ hn, const T* __restrict__ r, int H, int W,
+                             T* __restrict__ dp2, T* __restrict__ dh, T* __restrict__ dr) {
+  for (int k = 0; k < H; ++k) {
+    const T si = g[k], tj = g[H + k], sf = g[2 * H + k], soh = g[3 * H + k];
+    const T dc = (dn[k] + dout[k] * soh) * (T(1) - hn[k] * hn[k]);
+    dh[k] = dc * sf;
+    dp2[k] = dc * tj * dsig(si);
+    dp2[H + k] = dc * si * (T(1) - tj * tj);
+    dp2[2 * H + k] = dc * h[k] * dsig(sf);
+    dp2[3 * H + k] = dout[k] * hn[k] * dsig(soh);
+  }
+  for (int k = 0; k < W; ++k) {
+    const T sor = g[4 * H + k];
+    dr[k] = dout[H + k] * sor;
+    dp2[4 * H + k] = dout[H + k] * r[k] * dsig(sor);
+  }
+}
+
+// armin cell, paper formulation (eq. (6) has tanh(h_t) and tanh(r))
+template <typename T>
+void armin_cell_back_row_paper(const T* __restrict__ g, const T* __restrict__ dn, const T* __restrict__ dout,
+                               const T* __restrict__ h, const T* __restrict__ th, const T* __restrict__ tr, int H,
+                               int W, T* __restrict__ dp2, T* __restrict__ dh, T* __restrict__ dr) {
+  for (int k = 0; k < H; ++k) {
+    const T si = g[k], tj = g[H + k], sf = g[2 * H + k], soh = g[3 * H + k], tn = th[k];
+    const T dc = dn[k] + dout[k] * soh * (T(1) - tn * tn);
+    dh[k] = dc * sf;
+    dp2[k] = dc * tj * dsig(si);
+    dp2[H + k] = dc * si * (T(1) - tj * tj);
+    dp2[2 * H + k] = dc * h[k] * dsig(sf);
+    dp2[3 * H + k] = dout[k] * tn * dsig(soh);
+  }
+  for (int k = 0; k < W; ++k) {
+    const T sor = g[4 * H + k], trk = tr[k];
+    dr[k] = dout[H + k] * sor * (T(1) - trk * trk);
+    dp2[4 * H + k] = dout[H + k] * trk * dsig(sor);
+  }
+}
+
+// input gates: from q = d[g^h h, g^r r] to d(p1), and into d(h_{t-1}), d(r)
+template <typename T>
+void input_gates_back_row(const T* __restrict__ g, const T* __restrict__ q, const T* __restrict__ h,
+                          const T* __restrict__ r, int H, int W, T* __restrict__ dp1, T* __restrict__ dh,
+                          T* __restrict__ dr) {
+  for (int k = 0; k < H; ++k) {
+    dh[k] += q[k] * g[k];
+    dp1[k] = q[k] * h[k] * dsig(g[k]);
+  }
+  for (int k = 0; k < W; ++k) {
+    dr[k] += q[H + k] * g[H + k];
+    dp1[H + k] = q[H + k] * r[k] * dsig(g[H + k]);
+  }
+}
+
+// LSTM cell: from d(h_t) (dn, plus d(o_t)'s h part) and d(c_t) (dc) to d(p1), d(c_{t-1}), d(r)
+template <typename T>
+void lstm_cell_back_row(const T* __restrict__ g, const T* __restrict__ dn, const T* __restrict__ dout,
+                        const T* __restrict__ dc, const T* __restrict__ cp, const T* __restrict__ th, int H, int W,
+                        T* __restrict__ dp1, T* __restrict__ dcp, T* __restrict__ dr) {
+  for (int k = 0; k < H; ++k) {
+    const T si = g[k], tj = g[H + k], sf = g[2 * H + k], so = g[3 * H + k], tc = th[k];
+    const T dh = dn[k] + dout[k];
+    const T dcn = dc[k] + dh * so * (T(1) - tc * tc);
+    dcp[k] = dcn * sf;
+    dp1[k] = dcn * tj * dsig(si);
+    dp1[H + k] = dcn * si * (T(1) - tj * tj);
+    dp1[2 * H + k] = dcn * cp[k] * dsig(sf);
+    dp1[3 * H + k] = dh * tc * dsig(so);
+  }
+  std::memcpy(dr, dout + H, sizeof(T) * W);
+}
+
+// read: d(a) = softmax'(y) <dr, M_i> / temperature (straight-through for hard reads); dM += w dr
+template <typename T>
+void read_back_row(const T* __restrict__ y, const T* __restrict__ mem, const T* __restrict__ dr, int64_t slot,
+                   int N, int W, T temp, T* __restrict__ da, T* __restrict__ dmem) {
+  T dot_y = 0;
+  for (int i = 0; i < N; ++i) {
+    da[i] = dot(mem + (int64_t)i * W, dr, W);
+    dot_y += da[i] * y[i];
+  }
+  for (int i = 0; i < N; ++i) da[i] = y[i] * (da[i] - dot_y) / temp;
+  if (slot < 0) {  // soft
+    for (int i = 0; i < N; ++i)
+      for (int k = 0; k < W; ++k) dmem[(int64_t)i * W + k] += y[i] * dr[k];
+  } else {
+    for (int k = 0; k < W; ++k) dmem[slot * W + k] += dr[k];
+  }
+}
+
+// q = [g^h h, g^r r] again (the second layer's input, for its weight gradient)
+template <typename T>
+void input_gates_recompute(const T* __restrict__ g, const T* __restrict__ h, const T* __restrict__ r, int H, int W,
+                           T* __restrict__ q) {
+  for (int k = 0; k < H; ++k) q[k] = g[k] * h[k];
+  for (int k = 0; k < W; ++k) q[H + k] = g[H + k] * r[k];
+}
+
 // ---- backward ------------------------------------------------------------------------------------
 template <typename T>
-std::vector<Tensor> backward_impl(const Spec& s, const std::vector<Tensor>& sv, const std::optional<Tensor>& w_a_,
-                                  const Tensor& w1_, const std::optional<Tensor>& w2_,
-                                  const std::optional<Tensor>& w_v_, const Tensor& d_out,
-                                  const Tensor& d_h0, const std::optional<Tensor>& d_c0, const Tensor& d_mem0) {
+std::vector<Tensor> backward_impl(const Spec& s, const std::vector<Tensor>& sv, const Tensor& x_, const Tensor& w_x_,
+                                  const optional<Tensor>& w_a_, const Tensor& w1_, const optional<Tensor>& w2_,
+                                  const optional<Tensor>& w_v_, const Tensor& d_out, const Tensor& d_h0,
+                                  const optional<Tensor>& d_c0, const Tensor& d_mem0, bool need_dx) {
   const Tensor &hs = sv[0], &cs = sv[1], &r = sv[2], &tr = sv[3], &th = sv[4], &y = sv[5], &idx = sv[6],
                &g1 = sv[7], &g2 = sv[8], &old = sv[9], &snap = sv[10], &mem_T = sv[11];
-  const int T_ = d_out.size(0), B = d_out.size(1), H = s.H, N = s.N, W = s.W, K1 = s.K1, K2 = s.K2, K = s.K();
-  const int HW = H + W, o1 = s.o1(), o2 = s.o2(), ov = s.ov(), hard = s.hard_steps(T_);
+  const int T_ = d_out.size(0), B = d_out.size(1), X = x_.size(2), H = s.H, N = s.N, W = s.W, K1 = s.K1;
+  const int K2 = s.K2, K = s.K(), HW = H + W, o1 = s.o1(), o2 = s.o2(), ov = s.ov(), hard = s.hard_steps(T_);
   auto opt = d_out.options();
-  Tensor w1 = w1_.contiguous();
+  Tensor x = x_.contiguous(), w1 = w1_.contiguous();
   Tensor w_a = s.address_h ? w_a_->contiguous() : Tensor();
   Tensor w2 = s.armin_cell ? w2_->contiguous() : Tensor();
   Tensor w_v = s.reference ? w_v_->contiguous() : Tensor();
-  Tensor d_zx = at::empty({T_, B, K}, opt);
-  Tensor d_mem = d_mem0.contiguous().clone(), mem = mem_T.contiguous().clone();
-  Tensor d_h = d_h0.contiguous().clone(), d_hp = at::empty({B, H}, opt), d_new = at::empty({B, H}, opt);
-  Tensor d_c = s.armin_cell ? Tensor() : d_c0->contiguous().clone();
-  Tensor d_cp = s.armin_cell ? Tensor() : at::empty({B, H}, opt);
-  Tensor d_r = at::empty({B, W}, opt), d_hr = at::empty({B, HW}, opt), d_hr2 = at::empty({B, HW}, opt);
-  Tensor d_val = at::empty({B, W}, opt);
+  Tensor d_zx = at::empty({T_, B, K}, opt);  // d(z) of every step: the weight gradients are formed from it
+  Tensor d_mem = d_mem0.clone(at::MemoryFormat::Contiguous), mem = mem_T.clone(at::MemoryFormat::Contiguous);
+  Tensor d_h_ = d_h0.clone(at::MemoryFormat::Contiguous), d_hp_ = at::empty({B, H}, opt);
+  Tensor d_c_ = s.armin_cell ? at::empty({0}, opt) : d_c0->clone(at::MemoryFormat::Contiguous);
+  Tensor d_cp_ = at::empty({s.armin_cell ? 0 : B, H}, opt);
+  Tensor d_new_ = at::empty({B, H}, opt), d_r_ = at::empty({B, W}, opt), d_hr_ = at::empty({B, HW}, opt);
   const T temp = T(s.temperature);
   T *dzx = d_zx.data_ptr<T>(), *dmem = d_mem.data_ptr<T>(), *memp = mem.data_ptr<T>();
-  T *dr = d_r.data_ptr<T>(), *dhr = d_hr.data_ptr<T>(), *dhr2 = d_hr2.data_ptr<T>(), *dval = d_val.data_ptr<T>();
-  const T *hsp = hs.data_ptr<T>(), *rp = r.data_ptr<T>(), *yp = y.data_ptr<T>(), *g1p = g1.data_ptr<T>();
-  const T* dout = d_out.data_ptr<T>();
+  T *d_h = d_h_.data_ptr<T>(), *d_hp = d_hp_.data_ptr<T>(), *d_c = d_c_.data_ptr<T>(), *d_cp = d_cp_.data_ptr<T>();
+  T *d_new = d_new_.data_ptr<T>(), *d_r = d_r_.data_ptr<T>(), *d_hr = d_hr_.data_ptr<T>();
+  const T *hsp = hs.data_ptr<T>(), *csp = cs.data_ptr<T>(), *rp = r.data_ptr<T>(), *yp = y.data_ptr<T>();
+  const T *g1p = g1.data_ptr<T>(), *g2p = g2.data_ptr<T>(), *thp = th.data_ptr<T>(), *trp = tr.data_ptr<T>();
+  const T *oldp = old.data_ptr<T>(), *snapp = snap.data_ptr<T>(), *dout = d_out.data_ptr<T>();
   const int64_t* idxp = s.soft ? nullptr : idx.data_ptr<int64_t>();
   const T *w1p = w1.data_ptr<T>(), *wap = s.address_h ? w_a.data_ptr<T>() : nullptr;
   const T* w2p = s.armin_cell ? w2.data_ptr<T>() : nullptr;
   const T* wvp = s.reference ? w_v.data_ptr<T>() : nullptr;
 
   for (int t = T_ - 1; t >= 0; --t) {
-    const T* hp = hsp + (int64_t)t * B * H;
-    const T* hn = hsp + (int64_t)(t + 1) * B * H;
-    const T* rt = rp + (int64_t)t * B * W;
-    const T* yt = yp + (int64_t)t * B * N;
-    const T* g1t = g1p + (int64_t)t * B * K1;
-    const T* dot = dout + (int64_t)t * B * HW;
-    T* dz = dzx + (int64_t)t * B * K;
-    T *dh = d_h.data_ptr<T>(), *dhp = d_hp.data_ptr<T>(), *dnew = d_new.data_ptr<T>();
-    // undo the write at t: d(value), and memory as it was before it
+    const int64_t tB = (int64_t)t * B;
+    const T* hp = hsp + tB * H;
+    const T* hn = hsp + (tB + B) * H;
+    const T* rt = rp + tB * W;
+    const T* yt = yp + tB * N;
+    const T* g1t = g1p + tB * K1;
+    const T* dot_t = dout + tB * HW;
+    T* dz = dzx + tB * K;
+    // undo the write at t: d(value) into dz's v block (reference) or d_new (paper), memory as before
+    T* dval = s.reference ? dz + ov : d_new;
+    const int ldv = s.reference ? K : H;
+    if (!s.reference) std::memcpy(d_new, d_h, sizeof(T) * B * H);
     const int n = s.n_written + t;
     if (t < hard) {
-      const T* o = old.data_ptr<T>() + (int64_t)t * B * W;
+      const T* o = oldp + (int64_t)t * B * W;
       for (int b = 0; b < B; ++b) {
-        const int64_t slot = n < N ? n : idxp[(int64_t)t * B + b];
+        const int64_t slot = n < N ? n : idxp[tB + b];
         T* dm = dmem + ((int64_t)b * N + slot) * W;
-        std::memcpy(dval + (int64_t)b * W, dm, sizeof(T) * W);
+        T* dv = dval + (int64_t)b * ldv;
+        if (s.reference) std::memcpy(dv, dm, sizeof(T) * W);
+        else for (int k = 0; k < W; ++k) dv[k] += dm[k];
         std::memset(dm, 0, sizeof(T) * W);
         std::memcpy(memp + ((int64_t)b * N + slot) * W, o + (int64_t)b * W, sizeof(T) * W);
       }
     } else {
       for (int b = 0; b < B; ++b) {
-        T* dv = dval + (int64_t)b * W;
-        for (int k = 0; k < W; ++k) dv[k] = 0;
+        T* __restrict__ dv = dval + (int64_t)b * ldv;
+        if (s.reference) std::fill(dv, dv + W, T(0));
         for (int i = 0; i < N; ++i) {
           const T e = yt[(int64_t)b * N + i];
-          T* dm = dmem + ((int64_t)b * N + i) * W;
+          T* __restrict__ dm = dmem + ((int64_t)b * N + i) * W;
           for (int k = 0; k < W; ++k) {
             dv[k] += e * dm[k];
             dm[k] *= T(1) - e;
           }
         }
       }
-      std::memcpy(memp, snap.data_ptr<T>() + (int64_t)(t - hard) * B * N * W, sizeof(T) * B * N * W);
+      std::memcpy(memp, snapp + (int64_t)(t - hard) * B * N * W, sizeof(T) * B * N * W);
     }
-    std::memcpy(dnew, dh, sizeof(T) * B * H);
-    if (s.reference) {
-      for (int b = 0; b < B; ++b) std::memcpy(dz + (int64_t)b * K + ov, dval + (int64_t)b * W, sizeof(T) * W);
-      mm<T>(false, false, B, H, W, dval, W, wvp, H, T(1), dnew, H);
-    } else {
-      for (int64_t e = 0; e < (int64_t)B * H; ++e) dnew[e] += dval[e];
+    if (s.reference) {  // d_new = d_h + d(value) @ w_v
+      std::memcpy(d_new, d_h, sizeof(T) * B * H);
+      mm<T>(false, false, B, H, W, dz + ov, K, wvp, H, T(1), d_new, H);
     }
     if (s.armin_cell) {
-      const T* g2t = g2.data_ptr<T>() + (int64_t)t * B * K2;
+      const T* g2t = g2p + tB * K2;
       for (int b = 0; b < B; ++b) {
-        const T* g = g2t + (int64_t)b * K2;  // sig(i), tanh(j), sig(f+fb), sig(o^h), sig(o^r)
-        const T* doh = dot + (int64_t)b * HW;
-        const T* dor = doh + H;
-        const T* hb = hp + (int64_t)b * H;
-        const T* nb = hn + (int64_t)b * H;
-        const T* rb = rt + (int64_t)b * W;
-        T* dnb = dnew + (int64_t)b * H;
-        T* dhpb = dhp + (int64_t)b * H;
-        T* drb = dr + (int64_t)b * W;
-        T* dp2 = dz + (int64_t)b * K + o2;
-        const T* thb = s.reference ? nullptr : th.data_ptr<T>() + ((int64_t)t * B + b) * H;
-        const T* trb = s.reference ? nullptr : tr.data_ptr<T>() + ((int64_t)t * B + b) * W;
-        for (int k = 0; k < H; ++k) {
-          const T si = g[k], tj = g[H + k], sf = g[2 * H + k], soh = g[3 * H + k];
-          T dc, dsoh;
-          if (s.reference) {
-            const T dn = dnb[k] + doh[k] * soh;
-            dsoh = doh[k] * nb[k];
-            dc = dn * (T(1) - nb[k] * nb[k]);
-          } else {
-            const T tn = thb[k];
-            dc = dnb[k] + doh[k] * soh * (T(1) - tn * tn);
-            dsoh = doh[k] * tn;
-          }
-          dhpb[k] = dc * sf;
-          dp2[k] = dc * tj * sig_grad(si);
-          dp2[H + k] = dc * si * (T(1) - tj * tj);
-          dp2[2 * H + k] = dc * hb[k] * sig_grad(sf);
-          dp2[3 * H + k] = dsoh * sig_grad(soh);
-        }
-        for (int k = 0; k < W; ++k) {
-          const T sor = g[4 * H + k];
-          if (s.reference) {
-            drb[k] = dor[k] * sor;
-            dp2[4 * H + k] = dor[k] * rb[k] * sig_grad(sor);
-          } else {
-            const T trk = trb[k];
-            drb[k] = dor[k] * sor * (T(1) - trk * trk);
-            dp2[4 * H + k] = dor[k] * trk * sig_grad(sor);
-          }
-        }
+        const int64_t bh = (int64_t)b * H, bw = (int64_t)b * W;
+        if (s.reference)
+          armin_cell_back_row_ref(g2t + (int64_t)b * K2, d_new + bh, dot_t + (int64_t)b * HW, hp + bh, hn + bh,
+                                  rt + bw, H, W, dz + (int64_t)b * K + o2, d_hp + bh, d_r + bw);
+        else
+          armin_cell_back_row_paper(g2t + (int64_t)b * K2, d_new + bh, dot_t + (int64_t)b * HW, hp + bh,
+                                    thp + tB * H + bh, trp + tB * W + bw, H, W, dz + (int64_t)b * K + o2, d_hp + bh,
+                                    d_r + bw);
       }
-      mm<T>(false, false, B, HW, K2, dz + o2, K, w2p, HW, T(0), dhr2, HW);  // d[g^h*h, g^r*r]
+      mm<T>(false, false, B, HW, K2, dz + o2, K, w2p, HW, T(0), d_hr, HW);  // d[g^h*h, g^r*r]
+      for (int b = 0; b < B; ++b)
+        input_gates_back_row(g1t + (int64_t)b * K1, d_hr + (int64_t)b * HW, hp + (int64_t)b * H, rt + (int64_t)b * W,
+                             H, W, dz + (int64_t)b * K + o1, d_hp + (int64_t)b * H, d_r + (int64_t)b * W);
+    } else {
       for (int b = 0; b < B; ++b) {
-        const T* g = g1t + (int64_t)b * K1;
-        const T* q = dhr2 + (int64_t)b * HW;
-        T* dp1 = dz + (int64_t)b * K + o1;
-        for (int k = 0; k < H; ++k) {
-          dhp[(int64_t)b * H + k] += q[k] * g[k];
-          dp1[k] = q[k] * hp[(int64_t)b * H + k] * sig_grad(g[k]);
-        }
-        for (int k = 0; k < W; ++k) {
-          dr[(int64_t)b * W + k] += q[H + k] * g[H + k];
-          dp1[H + k] = q[H + k] * rt[(int64_t)b * W + k] * sig_grad(g[H + k]);
-        }
+        const int64_t bh = (int64_t)b * H;
+        lstm_cell_back_row(g1t + (int64_t)b * K1, d_new + bh, dot_t + (int64_t)b * HW, d_c + bh, csp + tB * H + bh,
+                           thp + tB * H + bh, H, W, dz + (int64_t)b * K + o1, d_cp + bh, d_r + (int64_t)b * W);
       }
-    } else {  // LSTM cell
-      const T* cp = cs.data_ptr<T>() + (int64_t)t * B * H;
-      const T* tht = th.data_ptr<T>() + (int64_t)t * B * H;
-      T *dc = d_c.data_ptr<T>(), *dcp = d_cp.data_ptr<T>();
-      for (int b = 0; b < B; ++b) {
-        const T* g = g1t + (int64_t)b * K1;  // sig(i), tanh(j), sig(f+fb), sig(o)
-        const T* doh = dot + (int64_t)b * HW;
-        T* dp1 = dz + (int64_t)b * K + o1;
-        for (int k = 0; k < H; ++k) {
-          const int64_t e = (int64_t)b * H + k;
-          const T si = g[k], tj = g[H + k], sf = g[2 * H + k], so = g[3 * H + k], tc = tht[e];
-          const T dn = dnew[e] + doh[k];
-          const T dcn = dc[e] + dn * so * (T(1) - tc * tc);
-          dcp[e] = dcn * sf;
-          dp1[k] = dcn * tj * sig_grad(si);
-          dp1[H + k] = dcn * si * (T(1) - tj * tj);
-          dp1[2 * H + k] = dcn * cp[e] * sig_grad(sf);
-          dp1[3 * H + k] = dn * tc * sig_grad(so);
-          dhp[e] = 0;
-        }
-        std::memcpy(dr + (int64_t)b * W, doh + H, sizeof(T) * W);
-      }
+      std::memset(d_hp, 0, sizeof(T) * B * H);
       std::swap(d_c, d_cp);
     }
-    mm<T>(false, false, B, HW, K1, dz + o1, K, w1p, HW, T(0), dhr, HW);  // d[h, r] through layer 1
+    mm<T>(false, false, B, HW, K1, dz + o1, K, w1p, HW, T(0), d_hr, HW);  // d[h, r] through layer 1
     for (int b = 0; b < B; ++b) {
-      const T* q = dhr + (int64_t)b * HW;
-      for (int k = 0; k < H; ++k) dhp[(int64_t)b * H + k] += q[k];
-      for (int k = 0; k < W; ++k) dr[(int64_t)b * W + k] += q[H + k];
+      const T* __restrict__ q = d_hr + (int64_t)b * HW;
+      T* __restrict__ dhpb = d_hp + (int64_t)b * H;
+      T* __restrict__ drb = d_r + (int64_t)b * W;
+      for (int k = 0; k < H; ++k) dhpb[k] += q[k];
+      for (int k = 0; k < W; ++k) drb[k] += q[H + k];
+      read_back_row(yt + (int64_t)b * N, memp + (int64_t)b * N * W, drb, s.soft ? -1 : idxp[tB + b], N, W, temp,
+                    dz + (int64_t)b * K, dmem + (int64_t)b * N * W);
     }
-    // read: dM gets dr at the slot read (soft: y_i dr), the address gets <dr, M_i> through softmax
-    for (int b = 0; b < B; ++b) {
-      const T* drb = dr + (int64_t)b * W;
-      const T* yb = yt + (int64_t)b * N;
-      T* da = dz + (int64_t)b * K;
-      T dot_y = 0;
-      for (int i = 0; i < N; ++i) {
-        const T* m = memp + ((int64_t)b * N + i) * W;
-        T acc = 0;
-        for (int k = 0; k < W; ++k) acc += m[k] * drb[k];
-        da[i] = acc;
-        dot_y += acc * yb[i];
-      }
-      for (int i = 0; i < N; ++i) da[i] = yb[i] * (da[i] - dot_y) / temp;
-      if (s.soft) {
-        for (int i = 0; i < N; ++i) {
-          const T e = yb[i];
-          T* dm = dmem + ((int64_t)b * N + i) * W;
-          for (int k = 0; k < W; ++k) dm[k] += e * drb[k];
-        }
-      } else {
-        T* dm = dmem + ((int64_t)b * N + idxp[(int64_t)t * B + b]) * W;
-        for (int k = 0; k < W; ++k) dm[k] += drb[k];
-      }
-    }
-    if (s.address_h) mm<T>(false, false, B, H, N, dz, K, wap, H, T(1), dhp, H);
+    if (s.address_h) mm<T>(false, false, B, H, N, dz, K, wap, H, T(1), d_hp, H);
     std::swap(d_h, d_hp);
   }
-  // recurrent weight gradients: one matmul over all T*B rows each
+  // weight gradients: one matmul over all T*B rows each
   const int R = T_ * B;
   Tensor d_w_a = s.address_h ? at::empty({N, H}, opt) : Tensor();
   Tensor d_w1 = at::empty({K1, HW}, opt);
@@ -477,14 +608,11 @@ std::vector<Tensor> backward_impl(const Spec& s, const std::vector<Tensor>& sv, 
   mm<T>(true, false, K1, H, R, dzx + o1, K, hsp, H, T(0), d_w1.data_ptr<T>(), HW);
   mm<T>(true, false, K1, W, R, dzx + o1, K, rp, W, T(0), d_w1.data_ptr<T>() + H, HW);
   Tensor d_w2;
-  if (s.armin_cell) {
+  if (s.armin_cell) {  // input of the second layer, [g^h*h, g^r*r], recomputed for all steps
     Tensor hr2 = at::empty({R, HW}, opt);
     T* q = hr2.data_ptr<T>();
-    for (int64_t e = 0; e < R; ++e) {
-      const T* g = g1p + e * K1;
-      for (int k = 0; k < H; ++k) q[e * HW + k] = g[k] * hsp[e * H + k];
-      for (int k = 0; k < W; ++k) q[e * HW + H + k] = g[H + k] * rp[e * W + k];
-    }
+    for (int64_t e = 0; e < R; ++e)
+      input_gates_recompute(g1p + e * K1, hsp + e * H, rp + e * W, H, W, q + e * HW);
     d_w2 = at::empty({K2, HW}, opt);
     mm<T>(true, false, K2, HW, R, dzx + o2, K, q, HW, T(0), d_w2.data_ptr<T>(), HW);
   }
@@ -493,7 +621,25 @@ std::vector<Tensor> backward_impl(const Spec& s, const std::vector<Tensor>& sv, 
     d_w_v = at::empty({W, H}, opt);
     mm<T>(true, false, W, H, R, dzx + ov, K, hsp + (int64_t)B * H, H, T(0), d_w_v.data_ptr<T>(), H);
   }
-  return {d_zx, d_w_a, d_w1, d_w2, d_w_v, d_h, d_c, d_mem};
+  // input projection: d(w_x) = (x^T d_z)^T (the fast orientation for a skinny X), d(b_x), d(x)
+  Tensor d_w_x_t = at::empty({X, K}, opt);
+  mm<T>(true, false, X, K, R, x.data_ptr<T>(), X, dzx, K, T(0), d_w_x_t.data_ptr<T>(), K);
+  Tensor d_b_x = at::zeros({K}, opt);
+  T* db = d_b_x.data_ptr<T>();
+  for (int64_t e = 0; e < R; ++e) {
+    const T* __restrict__ dze = dzx + e * K;
+    for (int k = 0; k < K; ++k) db[k] += dze[k];
+  }
+  Tensor d_x;
+  if (need_dx) {
+    Tensor w_x = w_x_.contiguous();
+    d_x = at::empty({T_, B, X}, opt);
+    mm<T>(false, false, R, X, K, dzx, K, w_x.data_ptr<T>(), X, T(0), d_x.data_ptr<T>(), X);
+  }
+  // d_h / d_c may have been swapped with their scratch twins: return whichever holds the result
+  Tensor dh0 = d_h == d_h_.data_ptr<T>() ? d_h_ : d_hp_;
+  Tensor dc0 = s.armin_cell ? Tensor() : (d_c == d_c_.data_ptr<T>() ? d_c_ : d_cp_);
+  return {d_x, d_w_x_t.t().contiguous(), d_b_x, d_w_a, d_w1, d_w2, d_w_v, dh0, dc0, d_mem};
 }
 
 Spec make_spec(int64_t H, int64_t N, int64_t W, int64_t K1, int64_t K2, bool reference, bool armin_cell, bool soft,
@@ -502,32 +648,34 @@ Spec make_spec(int64_t H, int64_t N, int64_t W, int64_t K1, int64_t K2, bool ref
               temperature, forget_bias};
 }
 
-std::vector<Tensor> forward(const Tensor& zx, const std::optional<Tensor>& noise, const std::optional<Tensor>& w_a,
-                            const Tensor& w1, const std::optional<Tensor>& w2, const std::optional<Tensor>& w_v,
-                            const Tensor& h0, const std::optional<Tensor>& c0, const Tensor& memory0, int64_t H,
-                            int64_t N, int64_t W, int64_t K1, int64_t K2, bool reference, bool armin_cell, bool soft,
-                            bool address_h, int64_t n_written, double temperature, double forget_bias, bool save) {
-  TORCH_CHECK(zx.device().is_cpu() && zx.is_contiguous(), "fused_armin: zx must be a contiguous CPU tensor");
+std::vector<Tensor> forward(const Tensor& x, const Tensor& w_x, const Tensor& b_x, const optional<Tensor>& noise,
+                            const optional<Tensor>& w_a, const Tensor& w1, const optional<Tensor>& w2,
+                            const optional<Tensor>& w_v, const Tensor& h0, const optional<Tensor>& c0,
+                            const Tensor& memory0, int64_t H, int64_t N, int64_t W, int64_t K1, int64_t K2,
+                            bool reference, bool armin_cell, bool soft, bool address_h, int64_t n_written,
+                            double temperature, double forget_bias, bool save) {
+  TORCH_CHECK(x.device().is_cpu(), "fused_armin: CPU tensors only");
   at::NoGradGuard no_grad;
   Spec s = make_spec(H, N, W, K1, K2, reference, armin_cell, soft, address_h, n_written, temperature, forget_bias);
   std::vector<Tensor> res;
-  AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "fused_armin_forward", [&] {
-    res = forward_impl<scalar_t>(s, zx, noise, w_a, w1, w2, w_v, h0, c0, memory0, save);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fused_armin_forward", [&] {
+    res = forward_impl<scalar_t>(s, x, w_x, b_x, noise, w_a, w1, w2, w_v, h0, c0, memory0, save);
   });
   return res;
 }
 
-std::vector<Tensor> backward(const std::vector<Tensor>& saved, const std::optional<Tensor>& w_a, const Tensor& w1,
-                             const std::optional<Tensor>& w2, const std::optional<Tensor>& w_v, const Tensor& d_out,
-                             const Tensor& d_h, const std::optional<Tensor>& d_c, const Tensor& d_mem, int64_t H,
-                             int64_t N, int64_t W, int64_t K1, int64_t K2, bool reference, bool armin_cell, bool soft,
+std::vector<Tensor> backward(const std::vector<Tensor>& saved, const Tensor& x, const Tensor& w_x,
+                             const optional<Tensor>& w_a, const Tensor& w1, const optional<Tensor>& w2,
+                             const optional<Tensor>& w_v, const Tensor& d_out, const Tensor& d_h,
+                             const optional<Tensor>& d_c, const Tensor& d_mem, bool need_dx, int64_t H, int64_t N,
+                             int64_t W, int64_t K1, int64_t K2, bool reference, bool armin_cell, bool soft,
                              bool address_h, int64_t n_written, double temperature, double forget_bias) {
   at::NoGradGuard no_grad;
   Spec s = make_spec(H, N, W, K1, K2, reference, armin_cell, soft, address_h, n_written, temperature, forget_bias);
   Tensor dout = d_out.contiguous();
   std::vector<Tensor> res;
   AT_DISPATCH_FLOATING_TYPES(dout.scalar_type(), "fused_armin_backward", [&] {
-    res = backward_impl<scalar_t>(s, saved, w_a, w1, w2, w_v, dout, d_h, d_c, d_mem);
+    res = backward_impl<scalar_t>(s, saved, x, w_x, w_a, w1, w2, w_v, dout, d_h, d_c, d_mem, need_dx);
   });
   return res;
 }
@@ -537,5 +685,6 @@ std::vector<Tensor> backward(const std::vector<Tensor>& saved, const std::option
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "fused ARMIN sequence forward (CPU)");
   m.def("backward", &backward, "fused ARMIN sequence backward (CPU)");
-  m.def("have_blas", &have_blas, "whether BLAS is called directly (else ATen addmm)");
+  m.def("have_blas", &have_blas, "whether BLAS is called directly (else through ATen's addmm)");
+  m.def("have_simd", &have_simd, "whether exp / tanh are vectorised (built with ARMIN_AVX2)");
 }

@@ -2,10 +2,9 @@
 
 `ARMIN.forward` (armin.py) runs one autograd graph of ~30 small ops per time step; backward through
 that graph dominates training. Here the same function is computed with:
-  - every input (x) projection and bias of all T steps in one matmul, outside the loop (autograd);
-  - a loop that only does the recurrent part, writing per-step activations into (T, B, .) buffers;
+  - a forward loop writing per-step activations into preallocated (T, B, .) buffers, no graph;
   - a backward written by hand that walks the loop in reverse, restoring the memory slot each step
-    overwrote, and forms every recurrent weight gradient afterwards in one matmul over T*B rows;
+    overwrote, and forms every weight gradient afterwards in one matmul over all T*B rows;
   - hard reads as a gather (forward) whose straight-through gradient is <dr, M_i> per slot i
     through softmax's Jacobian; writes as index writes (write index detached, as in §4.4).
 The loop runs in C++ (`fused.cpp`, built on first use by `armin.model.extension`) on CPU for
@@ -16,7 +15,8 @@ Supported: both formulations, both cells, both read modes, addressing hidden / h
 input_only. NOT supported: `addressing = "tardis"` (per-slot scorer over memory and usage); ARMIN
 keeps its eager step loop for it (`supports(cfg)` says which).
 
-Column layout of the per-step pre-activations `Zx` (T, B, K), computed from x by one matmul:
+Column layout of the per-step pre-activations z (B, K); their input part is x_t @ w_x^T + b_x, where
+w_x (K, X) and b_x (K) stack the x columns and biases of every layer:
   [a: N read logits | p1: K1 first layer | p2: K2 second layer (armin cell) | v: W write value (reference)]
 first layer = input gates g^h, g^r (armin cell, K1 = H + W) or the LSTM gates i, j, f, o (K1 = 4H);
 second layer = i, j, f, o^h, o^r (K2 = 4H + W). Activations saved per step (the `Saved` fields):
@@ -89,11 +89,12 @@ def _split_gates(g: Tensor, H: int, W: int) -> list[Tensor]:
     return list(g.split([H, H, H, H, W] if W else [H, H, H, H], 1))
 
 
-def py_forward(s: Spec, zx: Tensor, noise: Tensor | None, w_a: Tensor | None, w1: Tensor, w2: Tensor | None,
-               w_v: Tensor | None, h: Tensor, c: Tensor | None, memory: Tensor
+def py_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor | None, w_a: Tensor | None, w1: Tensor,
+               w2: Tensor | None, w_v: Tensor | None, h: Tensor, c: Tensor | None, memory: Tensor
                ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Saved]:
     """(out (T, B, H+W), y (T, B, N), h_T, c_T, saved)."""
-    T, B, _ = zx.shape
+    T, B, X = x.shape
+    zx = torch.addmm(b_x, x.reshape(T * B, X), w_x.T).view(T, B, -1)  # (T, B, K) input part of every step
     H, N, W, K1 = s.H, s.N, s.W, s.K1
     _, o2, ov, _ = s.offsets
     rows = torch.arange(B, device=zx.device)
@@ -173,9 +174,10 @@ def _dsig(g: Tensor) -> Tensor:
     return g * (1 - g)
 
 
-def py_backward(s: Spec, sv: Saved, w_a: Tensor | None, w1: Tensor, w2: Tensor | None, w_v: Tensor | None,
-                d_out: Tensor, d_h: Tensor, d_c: Tensor | None, d_mem: Tensor) -> tuple[Tensor, ...]:
-    """Gradients (d_zx, d_w_a, d_w1, d_w2, d_w_v, d_h0, d_c0, d_memory0)."""
+def py_backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, w1: Tensor, w2: Tensor | None,
+                w_v: Tensor | None, d_out: Tensor, d_h: Tensor, d_c: Tensor | None, d_mem: Tensor, need_dx: bool
+                ) -> tuple[Tensor | None, ...]:
+    """Gradients (d_x, d_w_x, d_b_x, d_w_a, d_w1, d_w2, d_w_v, d_h0, d_c0, d_memory0)."""
     T, B, _ = d_out.shape
     H, N, W, K1 = s.H, s.N, s.W, s.K1
     _, o2, ov, K = s.offsets
@@ -251,7 +253,11 @@ def py_backward(s: Spec, sv: Saved, w_a: Tensor | None, w1: Tensor, w2: Tensor |
         if s.address_h:
             d_hp = d_hp + d_a @ w_a
         d_h, d_c = d_hp, d_cp
-    return (d_zx, *weight_grads(s, sv, d_zx), d_h, d_c, d_mem)
+    R, X = T * B, x.shape[2]
+    d_z = d_zx.view(R, K)
+    d_x = (d_z @ w_x).view(T, B, X) if need_dx else None
+    d_w_x = (x.reshape(R, X).T @ d_z).T  # (K, X); x^T @ d_z is the fast orientation for a skinny X
+    return (d_x, d_w_x, d_z.sum(0), *weight_grads(s, sv, d_zx), d_h, d_c, d_mem)
 
 
 def weight_grads(s: Spec, sv: Saved, d_zx: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None, Tensor | None]:
@@ -273,31 +279,33 @@ def weight_grads(s: Spec, sv: Saved, d_zx: Tensor) -> tuple[Tensor | None, Tenso
 
 # ---- the autograd Function and the model-facing entry point -----------------------------------
 class FusedSequence(torch.autograd.Function):
-    """(out, y, h_T, c_T, memory_T) of a whole sequence from its input projections `zx`.
+    """(out, y, h_T, c_T, memory_T) of a whole sequence of inputs x (T, B, X).
 
-    Differentiable in zx, the recurrent weights and the incoming state (h0, c0, memory0); y (the
-    soft addresses, for `trace`) is not. `noise` is a constant.
+    Differentiable in x, every weight and the incoming state (h0, c0, memory0); y (the soft
+    addresses, for `trace`) is not. `noise` is a constant.
     """
 
     @staticmethod
-    def forward(ctx, spec: Spec, kernels, save: bool, zx: Tensor, noise: Tensor | None, w_a: Tensor | None,
-                w1: Tensor, w2: Tensor | None, w_v: Tensor | None, h0: Tensor, c0: Tensor | None, memory0: Tensor):
-        out, y, h, c, saved = kernels.forward(spec, zx, noise, w_a, w1, w2, w_v, h0, c0, memory0, save)
+    def forward(ctx, spec: Spec, kernels, save: bool, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor | None,
+                w_a: Tensor | None, w1: Tensor, w2: Tensor | None, w_v: Tensor | None, h0: Tensor, c0: Tensor | None,
+                memory0: Tensor):
+        out, y, h, c, saved = kernels.forward(spec, x, w_x, b_x, noise, w_a, w1, w2, w_v, h0, c0, memory0, save)
         ctx.spec, ctx.kernels = spec, kernels
         if save:
-            ctx.save_for_backward(w_a, w1, w2, w_v, *saved)
+            ctx.save_for_backward(x, w_x, w_a, w1, w2, w_v, *saved)
         ctx.mark_non_differentiable(y)
         return out, y, h, c, saved.memory
 
     @staticmethod
     def backward(ctx, d_out, _d_y, d_h, d_c, d_mem):
-        w_a, w1, w2, w_v, *saved = ctx.saved_tensors
+        x, w_x, w_a, w1, w2, w_v, *saved = ctx.saved_tensors
         s = ctx.spec
         if d_c is None and not s.armin_cell:
             d_c = torch.zeros_like(d_h)
-        grads = ctx.kernels.backward(s, Saved(*saved), w_a, w1, w2, w_v, d_out.contiguous(), d_h.contiguous(),
-                                     None if s.armin_cell else d_c.contiguous(), d_mem.contiguous())
-        return (None, None, None, grads[0], None, *grads[1:])
+        grads = ctx.kernels.backward(s, Saved(*saved), x, w_x, w_a, w1, w2, w_v, d_out.contiguous(),
+                                     d_h.contiguous(), None if s.armin_cell else d_c.contiguous(), d_mem.contiguous(),
+                                     ctx.needs_input_grad[3])
+        return (None, None, None, *grads[:3], None, *grads[3:])
 
 
 class PythonKernels:
@@ -306,8 +314,8 @@ class PythonKernels:
     name = "python"
 
     @staticmethod
-    def forward(s, zx, noise, w_a, w1, w2, w_v, h0, c0, memory0, save):
-        return py_forward(s, zx, noise, w_a, w1, w2, w_v, h0, c0, memory0)
+    def forward(s, x, w_x, b_x, noise, w_a, w1, w2, w_v, h0, c0, memory0, save):
+        return py_forward(s, x, w_x, b_x, noise, w_a, w1, w2, w_v, h0, c0, memory0)
 
     backward = staticmethod(py_backward)
 
@@ -342,7 +350,7 @@ def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor 
                 reference=reference, armin_cell=armin_cell, soft=cfg.read == "soft",
                 address_h=cfg.addressing != "input_only", n_written=state.n_written,
                 temperature=float(temperature), forget_bias=cfg.forget_bias)
-    # input projections of every layer and step: one (T*B, X) @ (X, K) matmul
+    # x columns and biases of every layer, stacked in z's column order
     aw = model.address.weight  # (N, X+H) hidden, (N, H) hidden_only, (N, X) input_only
     x_parts = [aw.new_zeros(N, X) if cfg.addressing == "hidden_only" else aw[:, :X], layer1.weight[:, :X]]
     biases = [model.address.bias, layer1.bias]
@@ -352,7 +360,6 @@ def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor 
     if reference:
         x_parts.append(model.write_proj.weight[:, :X])
         biases.append(model.write_proj.bias)
-    zx = torch.addmm(torch.cat(biases), x.reshape(T * B, X), torch.cat(x_parts).T).view(T, B, -1)  # (T, B, K)
     # recurrent weights (the h and r columns), contiguous for the kernels
     w_a = {"hidden": aw[:, X:], "hidden_only": aw, "input_only": None}[cfg.addressing]
     rec = lambda w: None if w is None else w.contiguous()  # noqa: E731
@@ -362,9 +369,10 @@ def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor 
     if noise is not None:
         noise = noise.contiguous()
     kernels = kernels_for(x, backend)
+    w_x, b_x = torch.cat(x_parts), torch.cat(biases)  # (K, X), (K,)
     save = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (zx, w_a, w1, w2, w_v, state.h, state.c, state.memory))
-    out, y, h, c, memory = FusedSequence.apply(spec, kernels, save, zx, noise, w_a, w1, w2, w_v,
-                                               state.h, state.c, state.memory)
+        t is not None and t.requires_grad for t in (x, w_x, b_x, w_a, w1, w2, w_v, state.h, state.c, state.memory))
+    out, y, h, c, memory = FusedSequence.apply(spec, kernels, save, x.contiguous(), w_x, b_x, noise, w_a, w1, w2,
+                                               w_v, state.h, state.c, state.memory)
     nxt = RecurrentState(h=h, c=c, memory=memory, n_written=min(state.n_written + T, N), prev_read=None, usage=None)
     return ModelOutput(model.head(out), nxt, y if trace else None)
