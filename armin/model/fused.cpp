@@ -4,8 +4,8 @@
 // it has the equations, the buffer layout and the column layout of zx). What this file adds is
 // speed: no autograd graph, no per-step allocation or dispatch, BLAS called directly on raw
 // pointers for the small per-step matmuls, and plain row loops for the elementwise work, with
-// exp / tanh vectorised through the SLEEF functions libtorch already exports (when built with
-// ARMIN_AVX2; scalar std::exp / std::tanh otherwise). Recurrent weight gradients are formed after
+// exp / tanh vectorised (when built with ARMIN_AVX2: inline polynomials for float32, the SLEEF
+// functions libtorch exports for float64; scalar std::exp / std::tanh otherwise). Recurrent weight gradients are formed after
 // the backward loop, one matmul over all T*B rows each.
 #include <torch/extension.h>
 
@@ -18,8 +18,6 @@
 #if defined(ARMIN_AVX2)
 #include <immintrin.h>
 extern "C" {  // exported by libtorch_cpu (its vectorised exp / tanh), 1.0-ULP variants
-__m256 Sleef_expf8_u10(__m256);
-__m256 Sleef_tanhf8_u10(__m256);
 __m256d Sleef_expd4_u10(__m256d);
 __m256d Sleef_tanhd4_u10(__m256d);
 }
@@ -77,6 +75,46 @@ void mm(bool ta, bool tb, int M, int N, int K, const T* A, int lda, const T* B, 
 
 // ---- vectorised activations over one contiguous row ---------------------------------------------
 #if defined(ARMIN_AVX2)
+// float32: inline exp (Cephes polynomial, <= 2 ulp) and tanh (Eigen's 13/6 rational, <= 5 ulp), both
+// NaN-propagating; inlined so that consecutive vectors pipeline. float64 (the equivalence tests' dtype)
+// goes through SLEEF's 1-ulp functions.
+inline __m256 exp_ps(__m256 x) {
+  x = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x));  // (const, x): NaN stays
+  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);  // x - fx ln 2, in two parts
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(5.0000001201e-1f));
+  const __m256 y = _mm256_fmadd_ps(p, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));  // y * 2^fx
+}
+
+inline __m256 tanh_ps(__m256 x) {
+  const __m256 c = _mm256_set1_ps(7.90531110763549805f);  // tanh rounds to +-1 beyond
+  const __m256 xc = _mm256_min_ps(c, _mm256_max_ps(_mm256_set1_ps(-7.90531110763549805f), x));
+  const __m256 x2 = _mm256_mul_ps(xc, xc);
+  __m256 p = _mm256_set1_ps(-2.76076847742355e-16f);
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.00018790482477e-13f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-8.60467152213735e-11f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.12229709037114e-08f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.48572235717979e-05f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(6.37261928875436e-04f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(4.89352455891786e-03f));
+  __m256 q = _mm256_set1_ps(1.19825839466702e-06f);
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(1.18534705686654e-04f));
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(2.26843463243900e-03f));
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(4.89352518554385e-03f));
+  const __m256 r = _mm256_div_ps(_mm256_mul_ps(p, xc), q);
+  const __m256 tiny = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), _mm256_set1_ps(4e-4f), _CMP_LT_OQ);
+  return _mm256_blendv_ps(r, x, tiny);  // tanh(x) = x to float precision near 0
+}
+
 template <typename T>
 struct Vec;
 template <>
@@ -89,8 +127,8 @@ struct Vec<float> {
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
   static V div(V a, V b) { return _mm256_div_ps(a, b); }
-  static V exp(V a) { return Sleef_expf8_u10(a); }
-  static V tanh(V a) { return Sleef_tanhf8_u10(a); }
+  static V exp(V a) { return exp_ps(a); }
+  static V tanh(V a) { return tanh_ps(a); }
 };
 template <>
 struct Vec<double> {
