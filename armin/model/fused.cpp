@@ -7,6 +7,7 @@
 // exp / tanh vectorised (when built with ARMIN_AVX2: inline polynomials for float32, the SLEEF
 // functions libtorch exports for float64; scalar std::exp / std::tanh otherwise). Recurrent weight gradients are formed after
 // the backward loop, one matmul over all T*B rows each.
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -297,6 +298,10 @@ void lstm_cell_row(const T* __restrict__ g, const T* __restrict__ cp, const T* _
 }
 
 // ---- forward -------------------------------------------------------------------------------------
+// Batch rows are independent through the whole recurrence, so the loop runs over chunks of rows in
+// parallel (at::parallel_for; BLAS is sequential inside a parallel region): no synchronisation per step.
+constexpr int64_t ROWS_PER_TASK = 8;  // smallest chunk of batch rows worth a thread
+
 template <typename T>
 std::vector<Tensor> forward_impl(const Spec& s, const Tensor& x_, const Tensor& w_x_, const Tensor& b_x_,
                                  const optional<Tensor>& noise_, const optional<Tensor>& w_a_, const Tensor& w1_,
@@ -327,95 +332,99 @@ std::vector<Tensor> forward_impl(const Spec& s, const Tensor& x_, const Tensor& 
   Tensor mem = memory0.clone(at::MemoryFormat::Contiguous);
   hs[0].copy_(h0);
   if (!s.armin_cell) cs[0].copy_(*c0);
-  Tensor z_ = at::empty({B, K}, opt), hr2_ = at::empty({B, HW}, opt);
 
   const T *xp = x.data_ptr<T>(), *wxp = w_x.data_ptr<T>(), *bxp = b_x.data_ptr<T>();
   const T* noise = noise_.has_value() && noise_->defined() ? noise_->data_ptr<T>() : nullptr;
   const T *whp = wh.data_ptr<T>(), *w1p = w1.data_ptr<T>();
   const T* w2p = s.armin_cell ? w2.data_ptr<T>() : nullptr;
   const T* wvp = s.reference ? w_v.data_ptr<T>() : nullptr;
-  T *z = z_.data_ptr<T>(), *hr2 = hr2_.data_ptr<T>(), *memp = mem.data_ptr<T>();
-  T *outp = out.data_ptr<T>(), *yp = y.data_ptr<T>(), *hsp = hs.data_ptr<T>(), *rp = r.data_ptr<T>();
-  T *csp = cs.data_ptr<T>(), *g1p = g1.data_ptr<T>(), *g2p = g2.data_ptr<T>(), *thp = th.data_ptr<T>();
-  T *trp = tr.data_ptr<T>(), *oldp = old.data_ptr<T>(), *snapp = snap.data_ptr<T>();
+  T *memp = mem.data_ptr<T>(), *outp = out.data_ptr<T>(), *yp = y.data_ptr<T>(), *hsp = hs.data_ptr<T>();
+  T *rp = r.data_ptr<T>(), *csp = cs.data_ptr<T>(), *g1p = g1.data_ptr<T>(), *g2p = g2.data_ptr<T>();
+  T *thp = th.data_ptr<T>(), *trp = tr.data_ptr<T>(), *oldp = old.data_ptr<T>(), *snapp = snap.data_ptr<T>();
   int64_t* idxp = s.soft ? nullptr : idx.data_ptr<int64_t>();
   const T temp = T(s.temperature), fb = T(s.forget_bias);
 
-  for (int t = 0; t < T_; ++t) {
-    const int64_t st = save ? t : 0, tB = (int64_t)t * B;
-    const T* h = hsp + tB * H;
-    T* hn = hsp + (tB + B) * H;
-    T* rt = rp + tB * W;
-    T* yt = yp + tB * N;
-    T *g1t = g1p + st * B * K1, *g2t = g2p + st * B * K2, *tht = thp + st * B * H, *trt = trp + st * B * W;
-    // z = [x_t, h] projections: biases, x_t @ w_x^T (all blocks), h @ [w_a; w1_h]^T (a and p1 blocks)
-    for (int b = 0; b < B; ++b) std::memcpy(z + (int64_t)b * K, bxp, sizeof(T) * K);
-    mm<T>(false, true, B, K, X, xp + tB * X, X, wxp, X, T(1), z, K);
-    mm<T>(false, true, B, wh_rows, H, h, H, whp, H, T(1), z + wh_col, K);
-    // read: address, then a gather (hard) or a weighted sum (soft)
-    for (int b = 0; b < B; ++b) {
-      const int best = address_row(z + (int64_t)b * K, noise ? noise + (tB + b) * N : nullptr, N, temp,
-                                   yt + (int64_t)b * N);
-      const T* mb = memp + (int64_t)b * N * W;
-      if (s.soft) {
-        soft_read_row(yt + (int64_t)b * N, mb, N, W, rt + (int64_t)b * W);
-      } else {
-        idxp[tB + b] = best;
-        std::memcpy(rt + (int64_t)b * W, mb + (int64_t)best * W, sizeof(T) * W);
-      }
-    }
-    // first layer's r part
-    mm<T>(false, true, B, K1, W, rt, W, w1p + H, HW, T(1), z + o1, K);
-    if (s.armin_cell) {
-      for (int b = 0; b < B; ++b)
-        input_gates_row(z + (int64_t)b * K + o1, h + (int64_t)b * H, rt + (int64_t)b * W, H, W, g1t + (int64_t)b * K1,
-                        hr2 + (int64_t)b * HW);
-      mm<T>(false, true, B, K2, HW, hr2, HW, w2p, HW, T(1), z + o2, K);  // eq. (4)
-      for (int b = 0; b < B; ++b) {
-        T* g = g2t + (int64_t)b * K2;  // sig(i), tanh(j), sig(f + fb), sig(o^h), sig(o^r)
-        gates_row(z + (int64_t)b * K + o2, H, H + W, fb, g);
-        armin_cell_row(g, h + (int64_t)b * H, rt + (int64_t)b * W, H, W, s.reference, z + (int64_t)b * K + o1,
-                       hn + (int64_t)b * H, tht + (int64_t)b * H, trt + (int64_t)b * W, outp + (tB + b) * HW);
-      }
-    } else {
-      const T* cp = csp + tB * H;
-      T* cn = csp + (tB + B) * H;
-      for (int b = 0; b < B; ++b) {
-        T* g = g1t + (int64_t)b * K1;  // sig(i), tanh(j), sig(f + fb), sig(o)
-        gates_row(z + (int64_t)b * K + o1, H, H, fb, g);
-        lstm_cell_row(g, cp + (int64_t)b * H, rt + (int64_t)b * W, H, W, cn + (int64_t)b * H, tht + (int64_t)b * H,
-                      hn + (int64_t)b * H, outp + (tB + b) * HW);
-      }
-    }
-    // the value written: reference: write_proj([x, s_t]) (x part and bias are already in z); paper: h_t
-    const T* value = hn;
-    int ldv = H;
-    if (s.reference) {
-      mm<T>(false, true, B, W, H, hn, H, wvp, H, T(1), z + ov, K);
-      value = z + ov;
-      ldv = K;
-    }
-    // write: slot n while filling, then the slot read (detached); soft: blend by y
-    const int n = s.n_written + t;
-    if (t < hard) {
-      T* o = oldp + (save ? (int64_t)t : 0) * B * W;
-      for (int b = 0; b < B; ++b) {
-        const int64_t slot = n < N ? n : idxp[tB + b];
-        T* m = memp + ((int64_t)b * N + slot) * W;
-        std::memcpy(o + (int64_t)b * W, m, sizeof(T) * W);
-        std::memcpy(m, value + (int64_t)b * ldv, sizeof(T) * W);
-      }
-    } else {
-      if (save) std::memcpy(snapp + (int64_t)(t - hard) * B * N * W, memp, sizeof(T) * B * N * W);
-      for (int b = 0; b < B; ++b)
-        for (int i = 0; i < N; ++i) {
-          const T e = yt[(int64_t)b * N + i];
-          T* __restrict__ m = memp + ((int64_t)b * N + i) * W;
-          const T* __restrict__ v = value + (int64_t)b * ldv;
-          for (int k = 0; k < W; ++k) m[k] = e * v[k] + (T(1) - e) * m[k];
+  at::parallel_for(0, B, ROWS_PER_TASK, [&](int64_t b0, int64_t b1) {
+    const int nb = b1 - b0;
+    std::vector<T> z_(nb * K), hr2_(nb * HW);  // this chunk's pre-activations and second-layer input
+    T *z = z_.data(), *hr2 = hr2_.data();
+    for (int t = 0; t < T_; ++t) {
+      const int64_t row = (int64_t)t * B + b0;  // this chunk's first row at step t in (T, B, .) buffers
+      const int64_t srow = (save ? (int64_t)t : 0) * B + b0;  // same in the per-step buffers
+      const T* h = hsp + row * H;
+      T* hn = hsp + (row + B) * H;
+      T *rt = rp + row * W, *yt = yp + row * N, *g1t = g1p + srow * K1, *g2t = g2p + srow * K2;
+      T *tht = thp + srow * H, *trt = trp + srow * W;
+      // z = biases + x_t @ w_x^T (every block) + h @ [w_a; w1_h]^T (a and p1 blocks)
+      for (int b = 0; b < nb; ++b) std::memcpy(z + (int64_t)b * K, bxp, sizeof(T) * K);
+      mm<T>(false, true, nb, K, X, xp + row * X, X, wxp, X, T(1), z, K);
+      mm<T>(false, true, nb, wh_rows, H, h, H, whp, H, T(1), z + wh_col, K);
+      // read: address, then a gather (hard) or a weighted sum (soft)
+      for (int b = 0; b < nb; ++b) {
+        const int best = address_row(z + (int64_t)b * K, noise ? noise + (row + b) * N : nullptr, N, temp,
+                                     yt + (int64_t)b * N);
+        const T* mb = memp + (b0 + b) * N * W;
+        if (s.soft) {
+          soft_read_row(yt + (int64_t)b * N, mb, N, W, rt + (int64_t)b * W);
+        } else {
+          idxp[row + b] = best;
+          std::memcpy(rt + (int64_t)b * W, mb + (int64_t)best * W, sizeof(T) * W);
         }
+      }
+      // first layer's r part
+      mm<T>(false, true, nb, K1, W, rt, W, w1p + H, HW, T(1), z + o1, K);
+      if (s.armin_cell) {
+        for (int b = 0; b < nb; ++b)
+          input_gates_row(z + (int64_t)b * K + o1, h + (int64_t)b * H, rt + (int64_t)b * W, H, W,
+                          g1t + (int64_t)b * K1, hr2 + (int64_t)b * HW);
+        mm<T>(false, true, nb, K2, HW, hr2, HW, w2p, HW, T(1), z + o2, K);  // eq. (4)
+        for (int b = 0; b < nb; ++b) {
+          T* g = g2t + (int64_t)b * K2;  // sig(i), tanh(j), sig(f + fb), sig(o^h), sig(o^r)
+          gates_row(z + (int64_t)b * K + o2, H, H + W, fb, g);
+          armin_cell_row(g, h + (int64_t)b * H, rt + (int64_t)b * W, H, W, s.reference, z + (int64_t)b * K + o1,
+                         hn + (int64_t)b * H, tht + (int64_t)b * H, trt + (int64_t)b * W, outp + (row + b) * HW);
+        }
+      } else {
+        const T* cp = csp + row * H;
+        T* cn = csp + (row + B) * H;
+        for (int b = 0; b < nb; ++b) {
+          T* g = g1t + (int64_t)b * K1;  // sig(i), tanh(j), sig(f + fb), sig(o)
+          gates_row(z + (int64_t)b * K + o1, H, H, fb, g);
+          lstm_cell_row(g, cp + (int64_t)b * H, rt + (int64_t)b * W, H, W, cn + (int64_t)b * H,
+                        tht + (int64_t)b * H, hn + (int64_t)b * H, outp + (row + b) * HW);
+        }
+      }
+      // the value written: reference: write_proj([x, s_t]) (x part and bias are already in z); paper: h_t
+      const T* value = hn;
+      int ldv = H;
+      if (s.reference) {
+        mm<T>(false, true, nb, W, H, hn, H, wvp, H, T(1), z + ov, K);
+        value = z + ov;
+        ldv = K;
+      }
+      // write: slot n while filling, then the slot read (detached); soft: blend by y
+      const int n = s.n_written + t;
+      if (t < hard) {
+        T* o = oldp + ((save ? (int64_t)t : 0) * B + b0) * W;
+        for (int b = 0; b < nb; ++b) {
+          const int64_t slot = n < N ? n : idxp[row + b];
+          T* m = memp + ((b0 + b) * N + slot) * W;
+          std::memcpy(o + (int64_t)b * W, m, sizeof(T) * W);
+          std::memcpy(m, value + (int64_t)b * ldv, sizeof(T) * W);
+        }
+      } else {
+        if (save)
+          std::memcpy(snapp + ((int64_t)(t - hard) * B + b0) * N * W, memp + b0 * N * W, sizeof(T) * nb * N * W);
+        for (int b = 0; b < nb; ++b)
+          for (int i = 0; i < N; ++i) {
+            const T e = yt[(int64_t)b * N + i];
+            T* __restrict__ m = memp + ((b0 + b) * N + i) * W;
+            const T* __restrict__ v = value + (int64_t)b * ldv;
+            for (int k = 0; k < W; ++k) m[k] = e * v[k] + (T(1) - e) * m[k];
+          }
+      }
     }
-  }
+  });
   Tensor hT = hs[T_].clone();
   Tensor cT = s.armin_cell ? Tensor() : cs[T_].clone();
   return {out, hT, cT, hs, cs, r, tr, th, y, idx, g1, g2, old, snap, mem};
@@ -540,14 +549,13 @@ std::vector<Tensor> backward_impl(const Spec& s, const std::vector<Tensor>& sv, 
   Tensor w_v = s.reference ? w_v_->contiguous() : Tensor();
   Tensor d_zx = at::empty({T_, B, K}, opt);  // d(z) of every step: the weight gradients are formed from it
   Tensor d_mem = d_mem0.clone(at::MemoryFormat::Contiguous), mem = mem_T.clone(at::MemoryFormat::Contiguous);
-  Tensor d_h_ = d_h0.clone(at::MemoryFormat::Contiguous), d_hp_ = at::empty({B, H}, opt);
-  Tensor d_c_ = s.armin_cell ? at::empty({0}, opt) : d_c0->clone(at::MemoryFormat::Contiguous);
-  Tensor d_cp_ = at::empty({s.armin_cell ? 0 : B, H}, opt);
-  Tensor d_new_ = at::empty({B, H}, opt), d_r_ = at::empty({B, W}, opt), d_hr_ = at::empty({B, HW}, opt);
+  // d(h) of the current step and of the one before, swapped each step (same for the LSTM cell's c)
+  Tensor d_h_a = d_h0.clone(at::MemoryFormat::Contiguous), d_h_b = at::empty({B, H}, opt);
+  Tensor d_c_a = s.armin_cell ? at::empty({0}, opt) : d_c0->clone(at::MemoryFormat::Contiguous);
+  Tensor d_c_b = at::empty({s.armin_cell ? 0 : B, H}, opt);
   const T temp = T(s.temperature);
   T *dzx = d_zx.data_ptr<T>(), *dmem = d_mem.data_ptr<T>(), *memp = mem.data_ptr<T>();
-  T *d_h = d_h_.data_ptr<T>(), *d_hp = d_hp_.data_ptr<T>(), *d_c = d_c_.data_ptr<T>(), *d_cp = d_cp_.data_ptr<T>();
-  T *d_new = d_new_.data_ptr<T>(), *d_r = d_r_.data_ptr<T>(), *d_hr = d_hr_.data_ptr<T>();
+  T *dha = d_h_a.data_ptr<T>(), *dhb = d_h_b.data_ptr<T>(), *dca = d_c_a.data_ptr<T>(), *dcb = d_c_b.data_ptr<T>();
   const T *hsp = hs.data_ptr<T>(), *csp = cs.data_ptr<T>(), *rp = r.data_ptr<T>(), *yp = y.data_ptr<T>();
   const T *g1p = g1.data_ptr<T>(), *g2p = g2.data_ptr<T>(), *thp = th.data_ptr<T>(), *trp = tr.data_ptr<T>();
   const T *oldp = old.data_ptr<T>(), *snapp = snap.data_ptr<T>(), *dout = d_out.data_ptr<T>();
@@ -556,89 +564,93 @@ std::vector<Tensor> backward_impl(const Spec& s, const std::vector<Tensor>& sv, 
   const T* w2p = s.armin_cell ? w2.data_ptr<T>() : nullptr;
   const T* wvp = s.reference ? w_v.data_ptr<T>() : nullptr;
 
-  for (int t = T_ - 1; t >= 0; --t) {
-    const int64_t tB = (int64_t)t * B;
-    const T* hp = hsp + tB * H;
-    const T* hn = hsp + (tB + B) * H;
-    const T* rt = rp + tB * W;
-    const T* yt = yp + tB * N;
-    const T* g1t = g1p + tB * K1;
-    const T* dot_t = dout + tB * HW;
-    T* dz = dzx + tB * K;
-    // undo the write at t: d(value) into dz's v block (reference) or d_new (paper), memory as before
-    T* dval = s.reference ? dz + ov : d_new;
-    const int ldv = s.reference ? K : H;
-    if (!s.reference) std::memcpy(d_new, d_h, sizeof(T) * B * H);
-    const int n = s.n_written + t;
-    if (t < hard) {
-      const T* o = oldp + (int64_t)t * B * W;
-      for (int b = 0; b < B; ++b) {
-        const int64_t slot = n < N ? n : idxp[tB + b];
-        T* dm = dmem + ((int64_t)b * N + slot) * W;
-        T* dv = dval + (int64_t)b * ldv;
-        if (s.reference) std::memcpy(dv, dm, sizeof(T) * W);
-        else for (int k = 0; k < W; ++k) dv[k] += dm[k];
-        std::memset(dm, 0, sizeof(T) * W);
-        std::memcpy(memp + ((int64_t)b * N + slot) * W, o + (int64_t)b * W, sizeof(T) * W);
-      }
-    } else {
-      for (int b = 0; b < B; ++b) {
-        T* __restrict__ dv = dval + (int64_t)b * ldv;
-        if (s.reference) std::fill(dv, dv + W, T(0));
-        for (int i = 0; i < N; ++i) {
-          const T e = yt[(int64_t)b * N + i];
-          T* __restrict__ dm = dmem + ((int64_t)b * N + i) * W;
-          for (int k = 0; k < W; ++k) {
-            dv[k] += e * dm[k];
-            dm[k] *= T(1) - e;
+  at::parallel_for(0, B, ROWS_PER_TASK, [&](int64_t b0, int64_t b1) {
+    const int nb = b1 - b0;
+    std::vector<T> d_new_(nb * H), d_r_(nb * W), d_hr_(nb * HW);
+    T *d_new = d_new_.data(), *d_r = d_r_.data(), *d_hr = d_hr_.data();
+    T *d_h = dha + b0 * H, *d_hp = dhb + b0 * H;  // rows b0.. of d(h_t) and d(h_{t-1})
+    T *d_c = s.armin_cell ? nullptr : dca + b0 * H, *d_cp = s.armin_cell ? nullptr : dcb + b0 * H;
+    for (int t = T_ - 1; t >= 0; --t) {
+      const int64_t row = (int64_t)t * B + b0;  // this chunk's first row at step t
+      const T *hp = hsp + row * H, *hn = hsp + (row + B) * H, *rt = rp + row * W, *yt = yp + row * N;
+      const T *g1t = g1p + row * K1, *dot_t = dout + row * HW;
+      T* dz = dzx + row * K;
+      // undo the write at t: d(value) into dz's v block (reference) or d_new (paper), memory as before
+      T* dval = s.reference ? dz + ov : d_new;
+      const int ldv = s.reference ? K : H;
+      if (!s.reference) std::memcpy(d_new, d_h, sizeof(T) * nb * H);
+      const int n = s.n_written + t;
+      if (t < hard) {
+        const T* o = oldp + row * W;
+        for (int b = 0; b < nb; ++b) {
+          const int64_t slot = n < N ? n : idxp[row + b];
+          T* dm = dmem + ((b0 + b) * N + slot) * W;
+          T* dv = dval + (int64_t)b * ldv;
+          if (s.reference) std::memcpy(dv, dm, sizeof(T) * W);
+          else for (int k = 0; k < W; ++k) dv[k] += dm[k];
+          std::memset(dm, 0, sizeof(T) * W);
+          std::memcpy(memp + ((b0 + b) * N + slot) * W, o + (int64_t)b * W, sizeof(T) * W);
+        }
+      } else {
+        for (int b = 0; b < nb; ++b) {
+          T* __restrict__ dv = dval + (int64_t)b * ldv;
+          if (s.reference) std::fill(dv, dv + W, T(0));
+          for (int i = 0; i < N; ++i) {
+            const T e = yt[(int64_t)b * N + i];
+            T* __restrict__ dm = dmem + ((b0 + b) * N + i) * W;
+            for (int k = 0; k < W; ++k) {
+              dv[k] += e * dm[k];
+              dm[k] *= T(1) - e;
+            }
           }
         }
+        std::memcpy(memp + b0 * N * W, snapp + ((int64_t)(t - hard) * B + b0) * N * W, sizeof(T) * nb * N * W);
       }
-      std::memcpy(memp, snapp + (int64_t)(t - hard) * B * N * W, sizeof(T) * B * N * W);
-    }
-    if (s.reference) {  // d_new = d_h + d(value) @ w_v
-      std::memcpy(d_new, d_h, sizeof(T) * B * H);
-      mm<T>(false, false, B, H, W, dz + ov, K, wvp, H, T(1), d_new, H);
-    }
-    if (s.armin_cell) {
-      const T* g2t = g2p + tB * K2;
-      for (int b = 0; b < B; ++b) {
-        const int64_t bh = (int64_t)b * H, bw = (int64_t)b * W;
-        if (s.reference)
-          armin_cell_back_row_ref(g2t + (int64_t)b * K2, d_new + bh, dot_t + (int64_t)b * HW, hp + bh, hn + bh,
-                                  rt + bw, H, W, dz + (int64_t)b * K + o2, d_hp + bh, d_r + bw);
-        else
-          armin_cell_back_row_paper(g2t + (int64_t)b * K2, d_new + bh, dot_t + (int64_t)b * HW, hp + bh,
-                                    thp + tB * H + bh, trp + tB * W + bw, H, W, dz + (int64_t)b * K + o2, d_hp + bh,
-                                    d_r + bw);
+      if (s.reference) {  // d_new = d_h + d(value) @ w_v
+        std::memcpy(d_new, d_h, sizeof(T) * nb * H);
+        mm<T>(false, false, nb, H, W, dz + ov, K, wvp, H, T(1), d_new, H);
       }
-      mm<T>(false, false, B, HW, K2, dz + o2, K, w2p, HW, T(0), d_hr, HW);  // d[g^h*h, g^r*r]
-      for (int b = 0; b < B; ++b)
-        input_gates_back_row(g1t + (int64_t)b * K1, d_hr + (int64_t)b * HW, hp + (int64_t)b * H, rt + (int64_t)b * W,
-                             H, W, dz + (int64_t)b * K + o1, d_hp + (int64_t)b * H, d_r + (int64_t)b * W);
-    } else {
-      for (int b = 0; b < B; ++b) {
-        const int64_t bh = (int64_t)b * H;
-        lstm_cell_back_row(g1t + (int64_t)b * K1, d_new + bh, dot_t + (int64_t)b * HW, d_c + bh, csp + tB * H + bh,
-                           thp + tB * H + bh, H, W, dz + (int64_t)b * K + o1, d_cp + bh, d_r + (int64_t)b * W);
+      if (s.armin_cell) {
+        const T* g2t = g2p + row * K2;
+        for (int b = 0; b < nb; ++b) {
+          const int64_t bh = (int64_t)b * H, bw = (int64_t)b * W;
+          if (s.reference)
+            armin_cell_back_row_ref(g2t + (int64_t)b * K2, d_new + bh, dot_t + (int64_t)b * HW, hp + bh, hn + bh,
+                                    rt + bw, H, W, dz + (int64_t)b * K + o2, d_hp + bh, d_r + bw);
+          else
+            armin_cell_back_row_paper(g2t + (int64_t)b * K2, d_new + bh, dot_t + (int64_t)b * HW, hp + bh,
+                                      thp + row * H + bh, trp + row * W + bw, H, W, dz + (int64_t)b * K + o2,
+                                      d_hp + bh, d_r + bw);
+        }
+        mm<T>(false, false, nb, HW, K2, dz + o2, K, w2p, HW, T(0), d_hr, HW);  // d[g^h*h, g^r*r]
+        for (int b = 0; b < nb; ++b)
+          input_gates_back_row(g1t + (int64_t)b * K1, d_hr + (int64_t)b * HW, hp + (int64_t)b * H,
+                               rt + (int64_t)b * W, H, W, dz + (int64_t)b * K + o1, d_hp + (int64_t)b * H,
+                               d_r + (int64_t)b * W);
+      } else {
+        for (int b = 0; b < nb; ++b) {
+          const int64_t bh = (int64_t)b * H;
+          lstm_cell_back_row(g1t + (int64_t)b * K1, d_new + bh, dot_t + (int64_t)b * HW, d_c + bh, csp + row * H + bh,
+                             thp + row * H + bh, H, W, dz + (int64_t)b * K + o1, d_cp + bh, d_r + (int64_t)b * W);
+        }
+        std::memset(d_hp, 0, sizeof(T) * nb * H);
+        std::swap(d_c, d_cp);
       }
-      std::memset(d_hp, 0, sizeof(T) * B * H);
-      std::swap(d_c, d_cp);
+      mm<T>(false, false, nb, HW, K1, dz + o1, K, w1p, HW, T(0), d_hr, HW);  // d[h, r] through layer 1
+      for (int b = 0; b < nb; ++b) {
+        const T* __restrict__ q = d_hr + (int64_t)b * HW;
+        T* __restrict__ dhpb = d_hp + (int64_t)b * H;
+        T* __restrict__ drb = d_r + (int64_t)b * W;
+        for (int k = 0; k < H; ++k) dhpb[k] += q[k];
+        for (int k = 0; k < W; ++k) drb[k] += q[H + k];
+        read_back_row(yt + (int64_t)b * N, memp + (b0 + b) * N * W, drb, s.soft ? -1 : idxp[row + b], N, W, temp,
+                      dz + (int64_t)b * K, dmem + (b0 + b) * N * W);
+      }
+      if (s.address_h) mm<T>(false, false, nb, H, N, dz, K, wap, H, T(1), d_hp, H);
+      std::swap(d_h, d_hp);
     }
-    mm<T>(false, false, B, HW, K1, dz + o1, K, w1p, HW, T(0), d_hr, HW);  // d[h, r] through layer 1
-    for (int b = 0; b < B; ++b) {
-      const T* __restrict__ q = d_hr + (int64_t)b * HW;
-      T* __restrict__ dhpb = d_hp + (int64_t)b * H;
-      T* __restrict__ drb = d_r + (int64_t)b * W;
-      for (int k = 0; k < H; ++k) dhpb[k] += q[k];
-      for (int k = 0; k < W; ++k) drb[k] += q[H + k];
-      read_back_row(yt + (int64_t)b * N, memp + (int64_t)b * N * W, drb, s.soft ? -1 : idxp[tB + b], N, W, temp,
-                    dz + (int64_t)b * K, dmem + (int64_t)b * N * W);
-    }
-    if (s.address_h) mm<T>(false, false, B, H, N, dz, K, wap, H, T(1), d_hp, H);
-    std::swap(d_h, d_hp);
-  }
-  // weight gradients: one matmul over all T*B rows each
+  });
+  // weight gradients: one matmul over all T*B rows each (BLAS threads are free again here)
   const int R = T_ * B;
   Tensor d_w_a = s.address_h ? at::empty({N, H}, opt) : Tensor();
   Tensor d_w1 = at::empty({K1, HW}, opt);
@@ -649,8 +661,7 @@ std::vector<Tensor> backward_impl(const Spec& s, const std::vector<Tensor>& sv, 
   if (s.armin_cell) {  // input of the second layer, [g^h*h, g^r*r], recomputed for all steps
     Tensor hr2 = at::empty({R, HW}, opt);
     T* q = hr2.data_ptr<T>();
-    for (int64_t e = 0; e < R; ++e)
-      input_gates_recompute(g1p + e * K1, hsp + e * H, rp + e * W, H, W, q + e * HW);
+    for (int64_t e = 0; e < R; ++e) input_gates_recompute(g1p + e * K1, hsp + e * H, rp + e * W, H, W, q + e * HW);
     d_w2 = at::empty({K2, HW}, opt);
     mm<T>(true, false, K2, HW, R, dzx + o2, K, q, HW, T(0), d_w2.data_ptr<T>(), HW);
   }
@@ -674,9 +685,9 @@ std::vector<Tensor> backward_impl(const Spec& s, const std::vector<Tensor>& sv, 
     d_x = at::empty({T_, B, X}, opt);
     mm<T>(false, false, R, X, K, dzx, K, w_x.data_ptr<T>(), X, T(0), d_x.data_ptr<T>(), X);
   }
-  // d_h / d_c may have been swapped with their scratch twins: return whichever holds the result
-  Tensor dh0 = d_h == d_h_.data_ptr<T>() ? d_h_ : d_hp_;
-  Tensor dc0 = s.armin_cell ? Tensor() : (d_c == d_c_.data_ptr<T>() ? d_c_ : d_cp_);
+  // after T swaps the gradient w.r.t. the initial state is in the first buffer iff T is even
+  Tensor dh0 = T_ % 2 == 0 ? d_h_a : d_h_b;
+  Tensor dc0 = s.armin_cell ? Tensor() : (T_ % 2 == 0 ? d_c_a : d_c_b);
   return {d_x, d_w_x_t.t().contiguous(), d_b_x, d_w_a, d_w1, d_w2, d_w_v, dh0, dc0, d_mem};
 }
 
