@@ -22,10 +22,12 @@ def grads(loss, params):
     return torch.autograd.grad(loss, params, allow_unused=True)
 
 
+@pytest.mark.parametrize("impl", ["fused", "eager"])  # fused: the default (TARDIS runs eager under it too)
 @pytest.mark.parametrize("formulation,addressing,cell,read", VARIANTS)
-def test_outputs_and_gradients_match_naive_reference(formulation, addressing, cell, read):
+def test_outputs_and_gradients_match_naive_reference(formulation, addressing, cell, read, impl):
     cfg = small(formulation, addressing, cell, read)
     model = build_model(cfg, X, Y, seed=3).double()
+    model.impl = impl
     # memory_init and biases start at zero: perturb them so the test sees every path
     with torch.no_grad():
         for p in model.parameters():
