@@ -1,6 +1,6 @@
 """The tables of an ablation report: per-arm summaries, paired comparisons, factor effects, costs.
 
-Every interval is a percentile bootstrap over seeds (armin.reporting.stats); every comparison is
+Every interval is over seeds (armin.reporting.stats.mean_ci); every comparison is
 paired by seed and only uses seeds where both arms finished (completed) with a finite value.
 """
 
@@ -19,7 +19,7 @@ from armin.reporting.data import FAILURE_STATES, StudyData
 SPEED_ROPE = math.log(1.05)  # time-per-step ratios within 5% of the baseline count as "the same speed"
 
 SOURCES_OF_VARIATION = (
-    "Intervals are percentile bootstraps over seeds. Each seed changes the training batches, the initial "
+    "Intervals are over seeds (percentile bootstrap from 10 seeds, Student-t below). Each seed changes the training batches, the initial "
     "weights and the Gumbel noise together (all derived from the run seed), so the intervals cover that "
     "training randomness. They do not cover the choice of evaluation set (one fixed set, the same for every "
     "arm and seed), hardware or library nondeterminism, or the choice of hyperparameters, which are held "

@@ -54,8 +54,8 @@ def ablation_report(data: StudyData, out: Path) -> Report:
     r = Report(f"Ablation {data.name}", f"{data.goal} Primary metric: {metric} ({direction} is better), ROPE "
                                         f"±{spec['rope']:g}; baseline arm {t.baseline!r}; {len(spec['seeds'])} seeds.")
     arms = t.arms.rename(columns={"ci_low": "ci95_low", "ci_high": "ci95_high"})
-    r.sections.append(Section("Arms", f"Final {metric} per arm over completed seeds: mean, median and 95% bootstrap "
-                                      f"CI of the mean; failed and diverged runs are counted, not dropped "
+    r.sections.append(Section("Arms", f"Final {metric} per arm over completed seeds: mean, median and 95% CI of the "
+                                      f"mean (percentile bootstrap over seeds from 10 seeds, Student-t below); failed and diverged runs are counted, not dropped "
                                       f"(diverged runs have no final value and are excluded from the statistics; "
                                       f"'attempts' includes retries).", arms, "arms.csv"))
     cols = ["arm", "n_pairs", "mean_diff", "ci_low", "ci_high", "wilcoxon_p", "p_holm", "t_p", "t_appropriate",
@@ -63,8 +63,8 @@ def ablation_report(data: StudyData, out: Path) -> Report:
     comp = t.comparisons[cols] if not t.comparisons.empty else t.comparisons
     r.sections.append(Section(
         "Comparisons with the baseline (paired by seed)",
-        f"Difference = arm − baseline in {metric}, over seeds where both finished. CI: paired percentile "
-        f"bootstrap. p: two-sided Wilcoxon signed-rank (p_holm: Holm-adjusted across these comparisons); t_p: "
+        f"Difference = arm − baseline in {metric}, over seeds where both finished. CI: paired, over seeds "
+        f"(percentile bootstrap from 10 pairs, Student-t below, where a bootstrap undercovers). p: two-sided Wilcoxon signed-rank (p_holm: Holm-adjusted across these comparisons); t_p: "
         f"paired t-test, to be read only where t_appropriate. hedges_g: paired standardized difference (d_z, "
         f"small-sample corrected). p_better: share of bootstrap resamples where the arm is better. Verdict: "
         f"'equivalent' if the CI lies inside the ROPE, 'better'/'worse' if it excludes 0 in that direction, "

@@ -37,6 +37,7 @@ MIN_PAIRS_FOR_G = 3
 MIN_NONZERO_FOR_WILCOXON_005 = 6
 #: Largest number of seeds `seeds_to_settle` will propose (beyond it: None and a note).
 SEEDS_TO_SETTLE_CAP = 1000
+BOOTSTRAP_MIN_N = 10  # below this many seeds a percentile bootstrap undercovers (n=3: 10 distinct resamples); use t
 
 Verdict = Literal["better", "worse", "equivalent", "inconclusive"]
 
@@ -54,7 +55,7 @@ class ArmSummary:
     std: float
     """Sample standard deviation (ddof=1); NaN for n < 2."""
     ci_low: float
-    """Percentile-bootstrap CI of the mean; NaN for n < 2."""
+    """CI of the mean (percentile bootstrap from BOOTSTRAP_MIN_N values, Student-t below); NaN for n < 2."""
     ci_high: float
     ci_level: float
     min: float
@@ -77,7 +78,7 @@ class Comparison:
     sd_diff: float
     """Sample standard deviation (ddof=1) of the differences."""
     ci_low: float
-    """Paired percentile-bootstrap CI of `mean_diff`, resampling seeds."""
+    """Paired CI of `mean_diff` over seeds: percentile bootstrap from BOOTSTRAP_MIN_N pairs, Student-t below."""
     ci_high: float
     wilcoxon_p: float
     """Two-sided Wilcoxon signed-rank p; 1.0 when every difference is 0, NaN when n_pairs = 0."""
@@ -158,20 +159,40 @@ def _bootstrap_mean(x: np.ndarray, n_boot: int, ci: float, seed: int) -> tuple[n
     return np.asarray(low, dtype=float), np.asarray(high, dtype=float), np.asarray(res.bootstrap_distribution)
 
 
+def _t_interval(x: np.ndarray, ci: float) -> tuple[float, float]:
+    """Student-t CI of the mean: exact under normality and honest (wide) at the small n of seed studies."""
+    if x.size < 2:
+        return math.nan, math.nan
+    half = stats.t.ppf((1 + ci) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def mean_ci(x: np.ndarray, n_boot: int, ci: float, seed: int) -> tuple[float, float, np.ndarray, str]:
+    """(low, high, bootstrap distribution, method): percentile bootstrap from BOOTSTRAP_MIN_N seeds, else t.
+
+    The bootstrap distribution is returned either way (p_better reads it); only the interval changes.
+    """
+    low, high, dist = _bootstrap_mean(x, n_boot, ci, seed)
+    if x.size >= BOOTSTRAP_MIN_N:
+        return float(low), float(high), dist, "bootstrap"
+    return (*_t_interval(x, ci), dist, "t")
+
+
 # ---------------------------------------------------------------- one arm
 
 
 def summarize(values: object, *, n_boot: int = DEFAULT_N_BOOT, ci: float = DEFAULT_CI, seed: int = 0) -> ArmSummary:
-    """Location, spread and a seeded bootstrap CI of the mean for one arm's finite per-seed values.
+    """Location, spread and a CI of the mean for one arm's finite per-seed values.
 
-    n = 0 gives NaN everywhere; n = 1 gives NaN std and CI (nothing to resample).
+    The CI is a seeded percentile bootstrap from BOOTSTRAP_MIN_N values up and a Student-t interval
+    below (see `mean_ci`). n = 0 gives NaN everywhere; n = 1 gives NaN std and CI.
     """
     _check_options(n_boot, ci)
     x = _finite_1d(values, "values")
     if x.size == 0:
         nan = math.nan
         return ArmSummary(n=0, mean=nan, median=nan, std=nan, ci_low=nan, ci_high=nan, ci_level=ci, min=nan, max=nan)
-    low, high, _ = _bootstrap_mean(x, n_boot, ci, seed)
+    low, high, _, _ = mean_ci(x, n_boot, ci, seed)
     return ArmSummary(n=x.size, mean=float(x.mean()), median=float(np.median(x)),
                       std=float(x.std(ddof=1)) if x.size > 1 else math.nan,
                       ci_low=float(low), ci_high=float(high), ci_level=ci,
@@ -272,8 +293,9 @@ def compare_paired(arm: object, baseline: object, *, higher_is_better: bool, rop
     """Compare an arm with the baseline on seed-aligned values (entry i of both is seed i).
 
     The difference is `arm - baseline`; the improvement is the difference signed so positive
-    means the arm is better. Intervals resample seeds (pairs), so between-seed variance shared
-    by both arms cancels. `verdict` follows `verdict_from_ci` on the improvement CI.
+    means the arm is better. Intervals are over seeds (pairs), so between-seed variance shared
+    by both arms cancels: a percentile bootstrap from BOOTSTRAP_MIN_N pairs, a Student-t interval
+    below (`mean_ci`). `verdict` follows `verdict_from_ci` on the improvement CI.
 
     `t_appropriate` rule: n_pairs >= 5 and Shapiro-Wilk on the differences does not reject
     normality at 0.05 (shapiro_p >= 0.05; constant differences are never appropriate). At small
@@ -289,7 +311,7 @@ def compare_paired(arm: object, baseline: object, *, higher_is_better: bool, rop
         raise ValueError(f"`rope >= 0` must hold, but got ({rope=}).")
     d = a - b  # (n_pairs,)
     sign = 1.0 if higher_is_better else -1.0
-    low, high, dist = _bootstrap_mean(d, n_boot, ci, seed)
+    low, high, dist, method = mean_ci(d, n_boot, ci, seed)
     wilcoxon_p, notes = _wilcoxon(d)
     t_p, t_notes = _ttest(a, b, d)
     shapiro_p = _shapiro(d)
@@ -302,6 +324,8 @@ def compare_paired(arm: object, baseline: object, *, higher_is_better: bool, rop
     p_better = float(np.mean(improvement > 0) + 0.5 * np.mean(improvement == 0)) if dist.size else math.nan
     if d.size < 2:
         notes.append("CI, p_better are NaN: fewer than 2 pairs to resample")
+    elif method == "t":
+        notes.append(f"CI: Student-t over {d.size} pairs (a bootstrap undercovers below {BOOTSTRAP_MIN_N})")
     if d.size < MIN_PAIRS_FOR_G or (d.size and not np.ptp(d) > 0):
         notes.append("hedges_g is NaN: fewer than 3 pairs or constant differences")
     return Comparison(

@@ -417,3 +417,41 @@ def test_incomplete_seed_is_dropped(design_2x2):
 def test_factorial_rejects_missing_columns(design_2x2):
     with pytest.raises(ValueError, match="missing"):
         main_effects(design_2x2, ["A", "D"], "value")
+
+
+# ---------------------------------------------------------------- small n: t instead of bootstrap
+
+
+def test_small_n_uses_the_wider_t_interval_not_an_undercovering_bootstrap():
+    from scipy import stats as sps
+
+    from armin.reporting.stats import BOOTSTRAP_MIN_N, compare_paired
+
+    baseline = np.array([1.0, 2.0, 3.0])
+    arm = baseline + np.array([0.10, 0.30, 0.05])  # consistent but tiny sample: 3 pairs
+    c = compare_paired(arm, baseline, higher_is_better=True, rope=0.0, n_boot=2000)
+    d = arm - baseline
+    half = sps.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert (c.ci_low, c.ci_high) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert c.ci_low < 0 < c.ci_high and c.verdict == "inconclusive"  # a 3-seed bootstrap would say "better"
+    boot = sps.bootstrap((d,), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(0))
+    assert boot.confidence_interval.low > 0
+    assert any("Student-t" in n for n in c.notes)
+    assert BOOTSTRAP_MIN_N == 10
+
+
+def test_from_ten_pairs_the_interval_is_the_percentile_bootstrap():
+    from scipy import stats as sps
+
+    from armin.reporting.stats import compare_paired, summarize
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(0, 1, 12)
+    arm = base + rng.normal(0.5, 0.2, 12)
+    c = compare_paired(arm, base, higher_is_better=True, rope=0.1, n_boot=2000, seed=7)
+    boot = sps.bootstrap((arm - base,), np.mean, n_resamples=2000, method="percentile",
+                         rng=np.random.default_rng(7))
+    assert (c.ci_low, c.ci_high) == pytest.approx(tuple(boot.confidence_interval))
+    s3 = summarize([1.0, 2.0, 4.0], n_boot=2000)
+    half = sps.t.ppf(0.975, 2) * np.std([1.0, 2.0, 4.0], ddof=1) / np.sqrt(3)
+    assert (s3.ci_low, s3.ci_high) == pytest.approx((7 / 3 - half, 7 / 3 + half))
