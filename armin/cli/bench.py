@@ -24,6 +24,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=lambda args: (__import__("armin.bench.report", fromlist=["bench_report"])
                                       .bench_report(args.trials, args.json), 0)[1])
+    m = bsub.add_parser("model", help="fast ARMIN vs nn.LSTM (H and 3H) and the naive reference: time per step, memory",
+                        description="Time forward+backward (train), no-grad inference (infer) and a full Adam step "
+                                    "(step) of ARMIN (fused, each formulation x cell), the eager step loop, the naive "
+                                    "reference and nn.LSTM at the same and 3x the hidden size, interleaved in one "
+                                    "process; report the median time per sequence step, peak train memory and ratios.")
+    m.add_argument("--batch", default="1,32", help="batch sizes, comma-separated (default: 1,32)")
+    m.add_argument("--seq-len", default="100,1000", help="sequence lengths, comma-separated (default: 100,1000)")
+    m.add_argument("--modes", default="train,infer,step", help="any of train,infer,step (default: all three)")
+    m.add_argument("--hidden", type=int, default=100, help="ARMIN hidden size H; the LSTMs get H and 3H (default: 100)")
+    m.add_argument("--repeats", type=int, default=5, help="timed rounds per cell; medians are reported (default: 5)")
+    m.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
+    m.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    m.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    m.add_argument("--no-naive", action="store_true", help="skip the naive reference (it is the slowest)")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.set_defaults(func=run_model_bench)
     bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
 
 
@@ -38,4 +54,35 @@ def run_study_bench(args: argparse.Namespace) -> int:
     if any(d <= 0 for d in durations) or args.trials < 1:
         raise ConfigError("--durations must be > 0 and --trials >= 1")
     bench_study(durations, args.trials, args.json)
+    return 0
+
+
+def run_model_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from armin.bench.model import MODES, bench_model
+    from armin.errors import ConfigError
+
+    def ints(flag: str, text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise ConfigError(f"{flag}: expected integers separated by commas, got {text!r}") from None
+        if any(v < 1 for v in values):
+            raise ConfigError(f"{flag}: values must be >= 1, got {text!r}")
+        return values
+
+    batches, seq_lens = ints("--batch", args.batch), ints("--seq-len", args.seq_len)
+    modes = tuple(args.modes.split(","))
+    if not set(modes) <= set(MODES):
+        raise ConfigError(f"--modes: expected some of {','.join(MODES)}, got {args.modes!r}")
+    if args.hidden < 4 or args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        raise ConfigError(f"need --hidden >= 4, --repeats >= 1, --warmup >= 0, --threads >= 1; got "
+                          f"{args.hidden=}, {args.repeats=}, {args.warmup=}, {args.threads=}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: CUDA is not available in this torch build / machine")
+    if not (args.device == "cpu" or args.device.startswith("cuda")):
+        raise ConfigError(f"--device: expected cpu or cuda[:N], got {args.device!r}")
+    bench_model(batches, seq_lens, hidden=args.hidden, modes=modes, repeats=args.repeats, warmup=args.warmup,
+                device=args.device, threads=args.threads, naive=not args.no_naive, as_json=args.json)
     return 0

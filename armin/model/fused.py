@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from armin.model.config import ModelConfig
 
@@ -61,7 +62,7 @@ class Spec:
 
     @property
     def offsets(self) -> tuple[int, int, int, int]:
-        """Column offsets of a, p1, p2, v in Zx, and (last) Zx's width."""
+        """Column offsets of a, p1, p2, v in z, and (last) z's width K."""
         o2 = self.N + self.K1
         ov = o2 + self.K2
         return self.N, o2, ov, ov + (self.W if self.reference else 0)
@@ -198,7 +199,7 @@ def py_backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, 
             e = y.unsqueeze(2)
             d_val = (e * d_mem).sum(1)
             d_mem = d_mem * (1 - e)
-            mem = sv.snap[t - n_old]
+            mem = sv.snap[t - n_old].clone()  # index writes below must not touch the saved snapshot
         if s.reference:
             d_zx[t, :, ov:] = d_val
             d_new = d_h + d_val @ w_v  # (B, H)
@@ -297,6 +298,7 @@ class FusedSequence(torch.autograd.Function):
         return out, y, h, c, saved.memory
 
     @staticmethod
+    @once_differentiable  # the hand-written backward is not itself differentiable
     def backward(ctx, d_out, _d_y, d_h, d_c, d_mem):
         x, w_x, w_a, w1, w2, w_v, *saved = ctx.saved_tensors
         s = ctx.spec

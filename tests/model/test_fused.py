@@ -250,3 +250,16 @@ def test_disabled_extension_falls_back_to_the_python_loop(monkeypatch):
         fused.kernels_for(x, "cpp")
     model = build_model(small(), X, Y, seed=0)
     assert torch.isfinite(model(x).logits).all()
+
+
+def test_backward_twice_with_retain_graph_gives_the_same_gradients(backend):
+    """The backward loop restores memory from saved tensors without modifying them."""
+    cfg = small(read="soft")
+    model = perturbed(cfg)
+    x = torch.randn(9, B, X, dtype=torch.float64)
+    out = fused_forward(model, x, model.initial_state(B), temperature=1.0, noise=None, trace=False, backend=backend)
+    loss = out.logits.square().sum()
+    first = torch.autograd.grad(loss, list(model.parameters()), retain_graph=True)
+    second = torch.autograd.grad(loss, list(model.parameters()))
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)

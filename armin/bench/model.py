@@ -1,0 +1,287 @@
+"""`armin bench model`: fast ARMIN against nn.LSTM and the naive reference, in one process, interleaved.
+
+For every (batch, sequence length) of the grid it times, round-robin so that machine noise hits
+every contender alike:
+  armin   the model as built by `build_model` (fused path), each formulation x cell
+  eager   the same model with `impl = "eager"` (the step loop; default configuration only)
+  naive   `armin.model.naive.naive_armin` on the same parameters, each formulation x cell
+  lstm    `torch.nn.LSTM` + linear head at the same hidden size and at 3x it
+in three modes:
+  train   forward + backward of logits.square().mean() (Gumbel noise drawn inside, as training does)
+  infer   forward under no_grad in eval mode
+  step    one full training step: zero_grad, forward, backward, Adam step
+and reports the median time per sequence step, the peak memory of one train pass (CPU: allocator
+events recorded by the profiler; CUDA: max_memory_allocated), and ratios to the baselines.
+Inputs and outputs have the copy task's widths (X = 10, Y = 8); float32.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from armin.model import ModelConfig, build_model, gumbel_noise
+from armin.model.naive import naive_armin
+
+INPUT_SIZE, OUTPUT_SIZE = 10, 8  # the copy task with 8-bit words
+MODES = ("train", "infer", "step")
+VARIANTS = (("reference", "armin"), ("paper", "armin"), ("reference", "lstm"), ("paper", "lstm"))
+ADAM_LR = 1e-3
+LSTM_WIDE = 3  # the wide LSTM baseline's hidden size, as a multiple of ARMIN's
+TARGET_VS_WIDE_LSTM = 0.5  # ARMIN train time / nn.LSTM(3H) train time must be at most this
+TARGET_VS_NAIVE = 5.0  # naive train time / ARMIN train time must be at least this
+
+
+@dataclass
+class Row:
+    batch: int
+    seq_len: int
+    name: str
+    kind: str  # armin | eager | naive | lstm
+    variant: str  # formulation/cell for the memory models, "" for the LSTMs
+    us_per_step: dict[str, float] = field(default_factory=dict)  # mode -> median microseconds per step
+    peak_train_mib: float | None = None
+    ratios: dict[str, float] = field(default_factory=dict)  # train time over each baseline's
+
+
+class Contender:
+    """One model behind a uniform call: logits (T, B, Y) for inputs (T, B, X)."""
+
+    def __init__(self, name: str, kind: str, variant: str, module: torch.nn.Module,
+                 run: Callable[[torch.Tensor, bool, torch.Generator], torch.Tensor]):
+        self.name, self.kind, self.variant, self.module, self.run = name, kind, variant, module, run
+        self.params = [p for p in module.parameters()]
+        self.opt = torch.optim.Adam(self.params, lr=ADAM_LR)
+
+
+def armin_config(formulation: str, cell: str, hidden: int) -> ModelConfig:
+    return ModelConfig(formulation=formulation, cell=cell, hidden_size=hidden)
+
+
+def make_contenders(hidden: int, device: torch.device, naive: bool = True) -> list[Contender]:
+    out = []
+    for formulation, cell in VARIANTS:
+        cfg = armin_config(formulation, cell, hidden)
+        variant = f"{formulation}/{cell}"
+        model = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
+        out.append(Contender(f"armin {variant}", "armin", variant, model, _model_run(model)))
+        if (formulation, cell) == VARIANTS[0]:
+            eager = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
+            eager.impl = "eager"
+            out.append(Contender(f"eager {variant}", "eager", variant, eager, _model_run(eager)))
+        if naive:
+            ref = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
+            out.append(Contender(f"naive {variant}", "naive", variant, ref, _naive_run(cfg, ref)))
+    for h in (hidden, LSTM_WIDE * hidden):
+        lstm = torch.nn.ModuleDict({"rnn": torch.nn.LSTM(INPUT_SIZE, h), "head": torch.nn.Linear(h, OUTPUT_SIZE)})
+        out.append(Contender(f"nn.LSTM H={h}", "lstm", "", lstm.to(device), _lstm_run(lstm)))
+    return out
+
+
+def _model_run(model):
+    def run(x, train, gen):
+        model.train(train)
+        return model(x, generator=gen).logits
+    return run
+
+
+def _naive_run(cfg: ModelConfig, model):
+    params = dict(model.named_parameters())
+
+    def run(x, train, gen):  # noise only in training, as the model (eval_noise = False)
+        noise = gumbel_noise((x.shape[0], x.shape[1], cfg.n_slots), gen).to(x) if train else None
+        with x.device:  # naive_armin creates its zero state with the default device
+            return naive_armin(cfg, params, x, noise=noise, temperature=1.0)[0]
+    return run
+
+
+def _lstm_run(lstm):
+    def run(x, train, gen):
+        return lstm["head"](lstm["rnn"](x)[0])
+    return run
+
+
+# ---- measuring ---------------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def once(c: Contender, mode: str, x: torch.Tensor, gen: torch.Generator) -> float:
+    """Seconds for one pass of `mode`."""
+    device = x.device
+    if mode != "step":
+        c.opt.zero_grad(set_to_none=True)
+    sync(device)
+    start = time.perf_counter()
+    if mode == "infer":
+        with torch.no_grad():
+            c.run(x, False, gen)
+    else:
+        if mode == "step":
+            c.opt.zero_grad(set_to_none=True)
+        c.run(x, True, gen).square().mean().backward()
+        if mode == "step":
+            c.opt.step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def peak_train_bytes(c: Contender, x: torch.Tensor, gen: torch.Generator) -> int:
+    """Peak bytes allocated during one train pass, above what was allocated before it."""
+    c.opt.zero_grad(set_to_none=True)
+    if x.device.type == "cuda":
+        sync(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+        base = torch.cuda.memory_allocated(x.device)
+        c.run(x, True, gen).square().mean().backward()
+        sync(x.device)
+        return torch.cuda.max_memory_allocated(x.device) - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        c.run(x, True, gen).square().mean().backward()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    now = peak = 0
+    for e in events:
+        now += e.nbytes()
+        peak = max(peak, now)
+    return peak
+
+
+def bench_cell(contenders: list[Contender], batch: int, seq_len: int, modes: Sequence[str], repeats: int,
+               warmup: int, device: torch.device, progress: Callable[[str], None] | None = None) -> list[Row]:
+    """Every contender and mode at one (batch, seq_len), interleaved round by round."""
+    x = torch.randn(seq_len, batch, INPUT_SIZE, generator=torch.Generator().manual_seed(0)).to(device)
+    gen = torch.Generator().manual_seed(1)
+    times: dict[tuple[str, str], list[float]] = {(c.name, m): [] for c in contenders for m in modes}
+    for r in range(warmup + repeats):
+        for mode in modes:
+            for c in contenders:
+                dt = once(c, mode, x, gen)
+                if r >= warmup:
+                    times[(c.name, mode)].append(dt)
+        if progress is not None:
+            progress(f"B={batch} T={seq_len}: round {r + 1}/{warmup + repeats}")
+    rows = []
+    for c in contenders:
+        row = Row(batch, seq_len, c.name, c.kind, c.variant,
+                  {m: 1e6 * statistics.median(times[(c.name, m)]) / seq_len for m in modes})
+        if "train" in modes:
+            row.peak_train_mib = peak_train_bytes(c, x, gen) / 2**20
+        rows.append(row)
+    add_ratios(rows)
+    return rows
+
+
+def add_ratios(rows: list[Row]) -> None:
+    """Train time of each memory model over: nn.LSTM(H), nn.LSTM(3H), and its naive twin."""
+    by_name = {r.name: r for r in rows}
+    lstms = sorted((r for r in rows if r.kind == "lstm"), key=lambda r: int(r.name.split("=")[1]))
+    for r in rows:
+        t = r.us_per_step.get("train")
+        if t is None or r.kind == "lstm":
+            continue
+        for l in lstms:
+            r.ratios[f"vs {l.name}"] = t / l.us_per_step["train"]
+        naive = by_name.get(f"naive {r.variant}")
+        if naive is not None and r.kind != "naive":
+            r.ratios["naive speedup"] = naive.us_per_step["train"] / t
+
+
+# ---- reporting ----------------------------------------------------------------------------------
+def environment(device: torch.device) -> dict:
+    from armin.model import extension
+
+    loop = f"C++ ({extension.status()})" if device.type == "cpu" and extension.load() is not None else "Python"
+    env = {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+           "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "device": str(device), "fused_loop": loop}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def format_cell(rows: list[Row], modes: Sequence[str]) -> str:
+    head = f"{'model':<26}" + "".join(f"{m + ' us/step':>16}" for m in modes) + f"{'peak train MiB':>16}"
+    ratio_keys = [k for k in rows[0].ratios] if rows and rows[0].ratios else []
+    for r in rows:
+        ratio_keys += [k for k in r.ratios if k not in ratio_keys]
+    head += "".join(f"{k:>20}" for k in ratio_keys)
+    lines = [f"batch {rows[0].batch}, seq_len {rows[0].seq_len}", head]
+    for r in rows:
+        line = f"{r.name:<26}" + "".join(f"{r.us_per_step[m]:>16.1f}" for m in modes)
+        line += f"{r.peak_train_mib:>16.2f}" if r.peak_train_mib is not None else f"{'-':>16}"
+        line += "".join(f"{r.ratios[k]:>19.3f}x" if k in r.ratios else f"{'':>20}" for k in ratio_keys)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def targets(rows: list[Row], hidden: int) -> list[dict]:
+    """The issue's targets for the default configuration at each (batch, seq_len) measured."""
+    out = []
+    for armin in (r for r in rows if r.name == f"armin {VARIANTS[0][0]}/{VARIANTS[0][1]}" and "train" in r.us_per_step):
+        same = {r.name: r for r in rows if (r.batch, r.seq_len) == (armin.batch, armin.seq_len)}
+        wide = same.get(f"nn.LSTM H={LSTM_WIDE * hidden}")
+        naive = same.get(f"naive {armin.variant}")
+        t = {"batch": armin.batch, "seq_len": armin.seq_len}
+        if wide is not None:
+            t["train_vs_wide_lstm"] = armin.us_per_step["train"] / wide.us_per_step["train"]
+            t["train_vs_wide_lstm_ok"] = t["train_vs_wide_lstm"] <= TARGET_VS_WIDE_LSTM
+            if armin.peak_train_mib is not None:
+                t["peak_below_wide_lstm"] = armin.peak_train_mib < wide.peak_train_mib
+        if naive is not None:
+            t["naive_speedup"] = naive.us_per_step["train"] / armin.us_per_step["train"]
+            t["naive_speedup_ok"] = t["naive_speedup"] >= TARGET_VS_NAIVE
+        out.append(t)
+    return out
+
+
+def format_targets(ts: list[dict], hidden: int) -> str:
+    lines = [f"targets (armin {VARIANTS[0][0]}/{VARIANTS[0][1]}, H={hidden}, train = forward+backward):"]
+    for t in ts:
+        parts = [f"B={t['batch']} T={t['seq_len']}:"]
+        if "train_vs_wide_lstm" in t:
+            parts.append(f"{t['train_vs_wide_lstm']:.3f}x nn.LSTM H={LSTM_WIDE * hidden} (<= {TARGET_VS_WIDE_LSTM}: "
+                         f"{'met' if t['train_vs_wide_lstm_ok'] else 'MISSED'})")
+        if "peak_below_wide_lstm" in t:
+            parts.append(f"peak memory below it: {'met' if t['peak_below_wide_lstm'] else 'MISSED'}")
+        if "naive_speedup" in t:
+            parts.append(f"{t['naive_speedup']:.1f}x faster than naive (>= {TARGET_VS_NAIVE:g}: "
+                         f"{'met' if t['naive_speedup_ok'] else 'MISSED'})")
+        lines.append("  " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def bench_model(batches: Sequence[int] = (1, 32), seq_lens: Sequence[int] = (100, 1000), *, hidden: int = 100,
+                modes: Sequence[str] = MODES, repeats: int = 5, warmup: int = 1, device: str = "cpu",
+                threads: int | None = None, naive: bool = True, as_json: bool = False) -> dict:
+    """Run the grid, print a table per (batch, seq_len) (or JSON), return everything as a dict."""
+    dev = torch.device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    contenders = make_contenders(hidden, dev, naive)
+    env = environment(dev)
+    if not as_json:
+        print("  ".join(f"{k}={v}" for k, v in env.items()), flush=True)
+    rows: list[Row] = []
+    for batch in batches:
+        for seq_len in seq_lens:
+            cell = bench_cell(contenders, batch, seq_len, modes, repeats, warmup, dev)
+            rows += cell
+            if not as_json:
+                print("\n" + format_cell(cell, modes), flush=True)
+    result = {"environment": env, "hidden": hidden, "repeats": repeats, "warmup": warmup, "modes": list(modes),
+              "rows": [asdict(r) for r in rows], "targets": targets(rows, hidden)}
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n" + format_targets(result["targets"], hidden))
+    return result
