@@ -18,7 +18,7 @@ from types import ModuleType
 from armin.model.fused import Saved, Spec
 
 SOURCE = Path(__file__).with_name("fused.cpp")
-NAME = "armin_fused_v4"  # bump when the Python <-> C++ signature changes
+NAME = "armin_fused_v5"  # bump when the Python <-> C++ signature changes
 DISABLE_ENV = "ARMIN_FUSED_CPP"  # "0": never build or use the extension
 
 log = logging.getLogger(__name__)

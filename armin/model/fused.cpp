@@ -661,7 +661,9 @@ std::vector<Tensor> backward_impl(const Spec& s, const std::vector<Tensor>& sv, 
   if (s.armin_cell) {  // input of the second layer, [g^h*h, g^r*r], recomputed for all steps
     Tensor hr2 = at::empty({R, HW}, opt);
     T* q = hr2.data_ptr<T>();
-    for (int64_t e = 0; e < R; ++e) input_gates_recompute(g1p + e * K1, hsp + e * H, rp + e * W, H, W, q + e * HW);
+    at::parallel_for(0, R, 256, [&](int64_t e0, int64_t e1) {
+      for (int64_t e = e0; e < e1; ++e) input_gates_recompute(g1p + e * K1, hsp + e * H, rp + e * W, H, W, q + e * HW);
+    });
     d_w2 = at::empty({K2, HW}, opt);
     mm<T>(true, false, K2, HW, R, dzx + o2, K, q, HW, T(0), d_w2.data_ptr<T>(), HW);
   }
@@ -675,10 +677,12 @@ std::vector<Tensor> backward_impl(const Spec& s, const std::vector<Tensor>& sv, 
   mm<T>(true, false, X, K, R, x.data_ptr<T>(), X, dzx, K, T(0), d_w_x_t.data_ptr<T>(), K);
   Tensor d_b_x = at::zeros({K}, opt);
   T* db = d_b_x.data_ptr<T>();
-  for (int64_t e = 0; e < R; ++e) {
-    const T* __restrict__ dze = dzx + e * K;
-    for (int k = 0; k < K; ++k) db[k] += dze[k];
-  }
+  at::parallel_for(0, K, 64, [&](int64_t k0, int64_t k1) {  // column sums, each thread its own columns
+    for (int64_t e = 0; e < R; ++e) {
+      const T* __restrict__ dze = dzx + e * K;
+      for (int64_t k = k0; k < k1; ++k) db[k] += dze[k];
+    }
+  });
   Tensor d_x;
   if (need_dx) {
     Tensor w_x = w_x_.contiguous();
