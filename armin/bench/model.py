@@ -1,7 +1,7 @@
 """`armin bench model`: fast ARMIN against nn.LSTM and the naive reference, in one process, interleaved.
 
-For every (batch, sequence length) of the grid it times, round-robin so that machine noise hits
-every contender alike:
+For every (batch, sequence length) of the grid it times, round-robin (the starting contender
+rotating every round) so that machine noise hits every contender alike:
   armin   the model as built by `build_model` (fused path), each formulation x cell
   eager   the same model with `impl = "eager"` (the step loop; default configuration only)
   naive   `armin.model.naive.naive_armin` on the same parameters, each formulation x cell
@@ -96,7 +96,9 @@ def _naive_run(cfg: ModelConfig, model):
 
     def run(x, train, gen):  # noise only in training, as the model (eval_noise = False)
         noise = gumbel_noise((x.shape[0], x.shape[1], cfg.n_slots), gen).to(x) if train else None
-        with x.device:  # naive_armin creates its zero state with the default device
+        if x.device.type == "cpu":
+            return naive_armin(cfg, params, x, noise=noise, temperature=1.0)[0]
+        with x.device:  # naive_armin makes its zero state on the default device (a mode: slow, so not on CPU)
             return naive_armin(cfg, params, x, noise=noise, temperature=1.0)[0]
     return run
 
@@ -164,7 +166,8 @@ def bench_cell(contenders: list[Contender], batch: int, seq_len: int, modes: Seq
     times: dict[tuple[str, str], list[float]] = {(c.name, m): [] for c in contenders for m in modes}
     for r in range(warmup + repeats):
         for mode in modes:
-            for c in contenders:
+            k = r % len(contenders)  # rotate who goes first: no contender always follows the same one
+            for c in contenders[k:] + contenders[:k]:
                 dt = once(c, mode, x, gen)
                 if r >= warmup:
                     times[(c.name, mode)].append(dt)
