@@ -1,10 +1,11 @@
 """The C++ loop of the fused path (`fused.cpp`): compiled on first use, cached, optional.
 
-`load()` builds the extension once per machine with `torch.utils.cpp_extension.load` (g++ and
-ninja; the result is cached under $TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions, and
-reused by later processes until fused.cpp changes) and returns the module, or None when it cannot
-be built (no compiler, no ninja, a failed build, or ARMIN_FUSED_CPP=0): the fused path then runs
-its Python loop instead, with one logged warning saying why. `status()` tells which happened.
+`load()` builds the extension once per machine with `torch.utils.cpp_extension.load` (a C++
+compiler with OpenMP, and ninja from PATH or the `ninja` package; about 40 s) and caches it under
+$TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions), where later processes find it in well
+under a second until fused.cpp or the flags change. It returns the module, or None when it cannot be
+built (no compiler, no ninja, a failed build, or ARMIN_FUSED_CPP=0): the fused path then runs its
+Python loop instead, with one logged warning saying why. `status()` tells which happened.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -37,6 +39,7 @@ def load() -> ModuleType | None:
     try:
         from torch.utils import cpp_extension
 
+        _find_ninja()
         _module = cpp_extension.load(name=NAME, sources=[str(SOURCE)], extra_cflags=compile_flags(),
                                      extra_ldflags=["-fopenmp"], verbose=False)
         _status = "built" + ("" if _module.have_simd() else ", scalar exp/tanh") + (
@@ -45,6 +48,17 @@ def load() -> ModuleType | None:
         _status = f"unavailable ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''})"
         log.warning("armin: fused C++ loop %s; using the Python loop", _status)
     return _module
+
+
+def _find_ninja() -> None:
+    """cpp_extension runs `ninja` from PATH: add the pip package's binary when PATH has none (a venv
+    used without activating it)."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            return
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
 def compile_flags() -> list[str]:
