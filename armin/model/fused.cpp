@@ -1,12 +1,13 @@
 // The fused ARMIN loop on CPU: forward and hand-written backward over a whole sequence.
 //
 // A line-by-line twin of `py_forward` / `py_backward` in armin/model/fused.py (read that first:
-// it has the equations, the buffer layout and the column layout of zx). What this file adds is
-// speed: no autograd graph, no per-step allocation or dispatch, BLAS called directly on raw
-// pointers for the small per-step matmuls, and plain row loops for the elementwise work, with
-// exp / tanh vectorised (when built with ARMIN_AVX2: inline polynomials for float32, the SLEEF
-// functions libtorch exports for float64; scalar std::exp / std::tanh otherwise). Recurrent weight gradients are formed after
-// the backward loop, one matmul over all T*B rows each.
+// it has the equations, the saved buffers and the column layout of z). What this file adds is
+// speed: no autograd graph and no per-step allocation or dispatch; BLAS called directly on raw
+// pointers for the small per-step matmuls; plain row loops for the elementwise work, with exp and
+// tanh vectorised when built with ARMIN_AVX2 (inline polynomials for float32, the SLEEF functions
+// libtorch exports for float64; std::exp / std::tanh otherwise); batch rows split across torch's
+// intra-op threads for the whole recurrence; every weight gradient formed after the backward loop
+// with one matmul over all T*B rows.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 

@@ -8,8 +8,9 @@ that graph dominates training. Here the same function is computed with:
   - hard reads as a gather (forward) whose straight-through gradient is <dr, M_i> per slot i
     through softmax's Jacobian; writes as index writes (write index detached, as in §4.4).
 The loop runs in C++ (`fused.cpp`, built on first use by `armin.model.extension`) on CPU for
-float32/float64, and as the Python transcription below everywhere else (CUDA, other dtypes, no
-compiler). Both produce the same saved tensors and both are checked against `armin.model.naive`.
+float32/float64, with batch rows split across torch's intra-op threads, and as the Python
+transcription below everywhere else (CUDA, other dtypes, no compiler). Both produce the same saved
+tensors and both are checked against `armin.model.naive` (tests/model/test_fused.py).
 
 Supported: both formulations, both cells, both read modes, addressing hidden / hidden_only /
 input_only. NOT supported: `addressing = "tardis"` (per-slot scorer over memory and usage); ARMIN
