@@ -22,7 +22,7 @@ ARMIN = [sys.executable, "-m", "armin.cli.main"]
 SLOW = {  # long enough trials that the driver can be killed mid-study
     **copy.deepcopy(TINY),
     "name": "slow",
-    "train": {"steps": 150, "batch_size": 4, "eval_every": 50, "eval_sequences": 8, "eval_batch_size": 8},
+    "train": {"steps": 1500, "batch_size": 4, "eval_every": 500, "eval_sequences": 8, "eval_batch_size": 8},
     "search": {"n_trials": 4, "seeds_per_config": 1, "sampler": "random", "sampler_seed": 0, "pruner": "none",
                "max_retries": 1},
 }
