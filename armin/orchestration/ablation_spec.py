@@ -67,10 +67,11 @@ from armin.orchestration.spec import (
     Resources,
     _apply,
     _section,
-    parse_toml,
-    read_spec_text,
     _string,
     _task,
+    header,
+    parse_toml,
+    read_spec_text,
 )
 from armin.seeding import derive_seed
 from armin.tasks import TaskConfig
@@ -143,15 +144,7 @@ def _build(data: dict, source: str) -> AblationSpec:
                               f"[objective])")
     if "factors" not in data and "extra_arms" not in data:
         raise ConfigError(f"{source}: [factors]: missing (declare the components to toggle, or [extra_arms])")
-    name = _string(data["name"], f"{source}: name")
-    if not NAME_PATTERN.fullmatch(name):
-        raise ConfigError(f"{source}: name: {name!r} must be letters, digits, '_', '.' or '-'")
-    goal = _string(data["goal"], f"{source}: goal").strip()
-    if not goal or "\n" in goal:
-        raise ConfigError(f"{source}: goal: must be one non-empty line")
-    seed = data["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"{source}: seed: expected an integer >= 0, got {seed!r}")
+    name, goal, seed = header(data, source)
     task = _task(data["task"], f"{source}: task")
     model = from_mapping(ModelConfig, data.get("model", {}), f"{source}: model")
     optimizer = from_mapping(OptimizerConfig, data.get("optimizer", {}), f"{source}: optimizer")

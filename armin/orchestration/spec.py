@@ -301,16 +301,7 @@ def _build(data: dict, source: str) -> StudySpec:
         if key not in data:
             raise ConfigError(f"{source}: [{key}]: missing section (required: {', '.join(_REQUIRED_SECTIONS)})")
 
-    name = _string(data["name"], f"{source}: name")
-    if not NAME_PATTERN.fullmatch(name):
-        raise ConfigError(f"{source}: name: {name!r} must be letters, digits, '_', '.' or '-' (starting with a "
-                          f"letter or digit)")
-    goal = _string(data["goal"], f"{source}: goal")
-    if not goal.strip() or "\n" in goal.strip():
-        raise ConfigError(f"{source}: goal: must be one non-empty line")
-    seed = data["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"{source}: seed: expected an integer >= 0, got {seed!r}")
+    name, goal, seed = header(data, source)
 
     task = _task(data["task"], f"{source}: task")
     model = from_mapping(ModelConfig, data.get("model", {}), f"{source}: model")
@@ -329,6 +320,21 @@ def _build(data: dict, source: str) -> StudySpec:
     _check_grid(spec, source)
     _check_combinations(spec, source)
     return spec
+
+
+def header(data: dict, source: str) -> tuple[str, str, int]:
+    """A spec's `name`, one-line `goal` and `seed`, validated (studies and ablations share them)."""
+    name = _string(data["name"], f"{source}: name")
+    if not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"{source}: name: {name!r} must be letters, digits, '_', '.' or '-' (starting with a "
+                          f"letter or digit)")
+    goal = _string(data["goal"], f"{source}: goal")
+    if not goal.strip() or "\n" in goal.strip():
+        raise ConfigError(f"{source}: goal: must be one non-empty line")
+    seed = data["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{source}: seed: expected an integer >= 0, got {seed!r}")
+    return name, goal, seed
 
 
 def _string(value: Any, where: str) -> str:
