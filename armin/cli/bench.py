@@ -22,8 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "10-second budget for 10,000 trials.")
     p.add_argument("--trials", type=int, default=10_000, help="trials in the synthetic ablation (default: 10000)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=lambda args: (__import__("armin.bench.report", fromlist=["bench_report"])
-                                      .bench_report(args.trials, args.json), 0)[1])
+    p.set_defaults(func=run_report_bench)
     m = bsub.add_parser("model", help="fast ARMIN vs nn.LSTM (H and 3H) and the naive reference: time per step, memory",
                         description="Time forward+backward (train), no-grad inference (infer) and a full Adam step "
                                     "(step) of ARMIN (fused, each formulation x cell), the eager step loop, the naive "
@@ -41,6 +40,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--json", action="store_true", help="print JSON")
     m.set_defaults(func=run_model_bench)
     bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
+
+
+def run_report_bench(args: argparse.Namespace) -> int:
+    from armin.bench.report import bench_report
+
+    bench_report(args.trials, args.json)
+    return 0
 
 
 def run_study_bench(args: argparse.Namespace) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
@@ -40,8 +42,6 @@ class StudyProgress:
     """
 
     def __init__(self, *, enabled: bool = True):
-        import sys
-
         self.enabled, self.tty = enabled, sys.stderr.isatty()
         self.last = ""
 
@@ -53,8 +53,6 @@ class StudyProgress:
 
     def close(self) -> None:
         if self.enabled and self.tty and self.last:
-            import sys
-
             sys.stderr.write("\n")
             self.last = ""
 
@@ -68,8 +66,6 @@ class StudyProgress:
     def update(self, p) -> None:
         if not self.enabled:
             return
-        import sys
-
         line = self.describe(p)
         if line == self.last:
             return

@@ -153,12 +153,7 @@ def _build(data: dict, source: str) -> AblationSpec:
 
     factors = _factors(data.get("factors", {}), model, source)
     extra = _extra_arms(data.get("extra_arms", {}), model, source)
-    design = data["design"]
-    if not isinstance(design, Mapping):
-        raise ConfigError(f"{source}: design: expected a table")
-    for key in design:
-        if key not in _DESIGN_KEYS:
-            raise ConfigError(f"{source}: design: unknown key '{key}' (allowed: {', '.join(_DESIGN_KEYS)})")
+    design = _table(data["design"], _DESIGN_KEYS, f"{source}: design")
     factorial = _factorial_arms(factors, design.get("arms"), model, source)
     arms = factorial + extra
     names = [a.name for a in arms]
@@ -172,12 +167,7 @@ def _build(data: dict, source: str) -> AblationSpec:
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ConfigError(f"{source}: design.max_retries: expected an integer >= 0, got {max_retries!r}")
 
-    objective_data = data["objective"]
-    if not isinstance(objective_data, Mapping):
-        raise ConfigError(f"{source}: objective: expected a table")
-    for key in objective_data:
-        if key not in _OBJECTIVE_KEYS:
-            raise ConfigError(f"{source}: objective: unknown key '{key}' (allowed: {', '.join(_OBJECTIVE_KEYS)})")
+    objective_data = _table(data["objective"], _OBJECTIVE_KEYS, f"{source}: objective")
     if "rope" not in objective_data:
         raise ConfigError(f"{source}: objective.rope: missing (the region of practical equivalence: the smallest "
                           f"difference in {objective_data.get('metric', 'the metric')} that matters)")
@@ -193,6 +183,16 @@ def _build(data: dict, source: str) -> AblationSpec:
     return AblationSpec(name=name, goal=goal, seed=seed, task=task, model=model, optimizer=optimizer, train=train,
                         factors=factors, arms=arms, baseline=baseline, seeds=seeds, objective=objective,
                         rope=float(rope), resources=resources, max_retries=max_retries)
+
+
+def _table(value: Any, allowed: tuple[str, ...], where: str) -> Mapping:
+    """A TOML table whose keys are all in `allowed`, or one `ConfigError` line."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a table")
+    for key in value:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key '{key}' (allowed: {', '.join(allowed)})")
+    return value
 
 
 def _check_path(path: str, where: str) -> None:

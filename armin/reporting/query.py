@@ -40,13 +40,15 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _create_views(con: sqlite3.Connection) -> None:
     names = [r[0] for r in con.execute("SELECT DISTINCT name FROM armin_metrics ORDER BY name")]
-    pivot = "".join(f", MAX(CASE WHEN m.name = ? THEN m.value END) AS {_ident(n)}" for n in names)
+    # A view cannot take parameters: the metric names go in as quoted SQL string literals.
+    pivot = "".join(f", MAX(CASE WHEN m.name = {_literal(n)} THEN m.value END) AS {_ident(n)}" for n in names)
     final_cols = "".join(f", f.{_ident(n)}" for n in names)
-    # A view cannot take parameters: inline the metric names as quoted SQL string literals.
-    literal = lambda n: "'" + n.replace("'", "''") + "'"  # noqa: E731
-    pivot = pivot.replace("?", "{}").format(*map(literal, names)) if names else ""
     con.execute(f"""
         CREATE TEMP VIEW trials AS
         SELECT {TRIAL_COLUMNS}, f.final_step{final_cols}

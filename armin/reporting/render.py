@@ -197,7 +197,7 @@ def build_report(db: str | Path, name: str, out: str | Path) -> Path:
         report = ablation_report(data, out)
     else:
         report = search_report(data, Database.open(db, readonly=True).url, out)
-    (out / "trials.csv").parent.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     data.attempts.to_csv(out / "trials.csv", index=False)
     (out / "spec.json").write_text(json.dumps(data.spec, indent=2, default=str))
     return write(report, out)
