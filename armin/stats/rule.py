@@ -7,8 +7,9 @@ between comparisons (they share the baseline) and whatever the stopping rule of 
 design. At that level, on the paired differences d (arm - baseline, scored by `outcomes`):
 
 * interval: the two-sided Student-t interval of mean(d) at confidence 1 - a, the same rule at
-  every n (no switch to a bootstrap). Constant differences have no spread to studentize, so
-  their interval is the exact sign-flip one: the point when 2 / 2^n < a, else unbounded.
+  every n (no switch to a bootstrap). Constant differences (equal up to rounding, `TIE_TOL`)
+  have no spread to studentize, so their interval is the exact sign-flip one: the point when
+  2 / 2^n < a, else unbounded.
 * difference: p_value = min(1, m K max(p_t, p_flip)) with p_t the paired t-test and p_flip an
   exact sign-flip permutation test of the mean (every one of the 2^n sign patterns up to
   FLIP_EXACT_MAX_N pairs, seeded random patterns above). The sign-flip test is exact for two
@@ -41,6 +42,11 @@ FLIP_EXACT_MAX_N = 14
 FLIP_DRAWS = 20_000
 #: Default share of seeds a hidden failure mode must reach for the equivalence guard to catch it.
 DEFAULT_RARE_SHARE = 0.25
+#: Most (sign pattern x column) entries one sign-flip product holds at once (8 bytes each: 64 MiB).
+FLIP_BLOCK = 2 ** 23
+#: Sums (and differences) within TIE_TOL x max(1, sum |d|) of each other are ties: floating-point
+#: rounding, not data (0.1 + 0.2 - 0.2 != 0.1), so constant differences stay constant.
+TIE_TOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,23 @@ class Decision:
 def _sign_patterns(n: int) -> np.ndarray:
     """All 2^n sign patterns as a (2^n, n) float array (rows of +-1)."""
     bits = (np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]) & 1  # (2^n, n)
-    return 1.0 - 2.0 * bits
+    signs = 1.0 - 2.0 * bits
+    signs.setflags(write=False)  # cached: shared by every caller
+    return signs
+
+
+@lru_cache(maxsize=8)
+def _random_patterns(n: int, seed: int) -> np.ndarray:
+    """The observed pattern (all +1) and FLIP_DRAWS seeded random ones, (1 + FLIP_DRAWS, n)."""
+    rng = np.random.default_rng(seed)
+    signs = np.vstack([np.ones((1, n)), rng.choice([-1.0, 1.0], size=(FLIP_DRAWS, n))])
+    signs.setflags(write=False)  # cached: shared by every caller
+    return signs
+
+
+def _tie_tol(d: np.ndarray) -> np.ndarray:
+    """Per column of d (n, k): the distance below which two sums count as equal."""
+    return TIE_TOL * np.maximum(1.0, np.abs(d).sum(axis=0))
 
 
 def sign_flip_p(d: np.ndarray, *, seed: int = 0) -> np.ndarray:
@@ -104,15 +126,10 @@ def sign_flip_p(d: np.ndarray, *, seed: int = 0) -> np.ndarray:
     n = d.shape[0]
     if n == 0:
         return np.full(d.shape[1:], np.nan)
-    if n <= FLIP_EXACT_MAX_N:
-        signs = _sign_patterns(n)
-    else:
-        rng = np.random.default_rng(seed)
-        signs = np.vstack([np.ones((1, n)), rng.choice([-1.0, 1.0], size=(FLIP_DRAWS, n))])
+    signs = _sign_patterns(n) if n <= FLIP_EXACT_MAX_N else _random_patterns(n, seed)  # (patterns, n)
     observed = np.abs(d.sum(axis=0))  # (k,)
     flipped = np.abs(signs @ d)  # (patterns, k)
-    tol = 1e-12 * np.maximum(1.0, np.abs(d).sum(axis=0))  # ties in floating point count as ties
-    return (flipped >= observed - tol).mean(axis=0)
+    return (flipped >= observed - _tie_tol(d)).mean(axis=0)
 
 
 def decide_batch(d: np.ndarray, *, rope: float, level: Level, rare_share: float = DEFAULT_RARE_SHARE,
@@ -134,23 +151,27 @@ def decide_batch(d: np.ndarray, *, rope: float, level: Level, rare_share: float 
         raise ValueError(f"`0 < rare_share < 1` must hold, but got ({rare_share=}).")
     n = d.shape[0]
     a, k = level.each, level.multiplier
-    mean, sd = d.mean(axis=0), d.std(axis=0, ddof=1)  # (k,)
-    spread = sd > 0
+    mean = d.mean(axis=0)  # (k,)
+    spread = d.max(axis=0) - d.min(axis=0) > _tie_tol(d)  # constant up to rounding: no spread
+    sd = np.where(spread, d.std(axis=0, ddof=1), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         se = np.where(spread, sd, 1.0) / math.sqrt(n)
         half = float(sps.t.ppf(1.0 - a / 2.0, n - 1)) * se
         p_t = np.where(spread, 2.0 * sps.t.sf(np.abs(mean) / se, n - 1), np.where(mean == 0, 1.0, 0.0))
+        # constant differences: the exact sign-flip TOST (one-sided p 1 / 2^n inside the ROPE), which
+        # passes exactly when their interval below is the point and lies inside the ROPE
         p_tost = np.where(spread, np.maximum(sps.t.sf((mean + rope) / se, n - 1), sps.t.cdf((mean - rope) / se, n - 1)),
-                          np.where(np.abs(mean) < rope, 0.0, 1.0))
+                          np.where(np.abs(mean) < rope, 1.0 / 2.0 ** n, 1.0))
     # constant differences: the exact sign-flip interval (the point when 2 / 2^n < a, else unbounded)
     point = 2.0 / 2.0 ** n < a
     low = np.where(spread, mean - half, mean if point else -math.inf)
     high = np.where(spread, mean + half, mean if point else math.inf)
     p_flip = np.full(mean.shape, np.nan)
     todo = np.flatnonzero(k * p_t < level.alpha) if lazy else np.arange(mean.size)
-    for chunk in np.array_split(todo, max(1, todo.size // 2048)):
-        if chunk.size:
-            p_flip[chunk] = sign_flip_p(d[:, chunk], seed=seed)
+    width = max(1, FLIP_BLOCK // (2 ** n if n <= FLIP_EXACT_MAX_N else FLIP_DRAWS + 1))  # columns per product
+    for start in range(0, todo.size, width):
+        chunk = todo[start:start + width]
+        p_flip[chunk] = sign_flip_p(d[:, chunk], seed=seed)
     p_value = np.minimum(1.0, k * np.fmax(p_t, p_flip))
     p_equiv = np.minimum(1.0, k * np.maximum(2.0 * p_tost, (1.0 - rare_share) ** n))
     significant = p_value < level.alpha
@@ -187,10 +208,16 @@ def flip_min_pairs(level: Level) -> int:
     return math.floor(math.log2(2.0 / level.each)) + 1
 
 
-def t_interval(x: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Two-sided Student-t interval of the mean of x; NaN below 2 values, the point for constant x."""
+def t_interval(x: np.ndarray, confidence: float):
+    """Two-sided Student-t interval of the mean of x; NaN below 2 values, the point for constant x.
+
+    x of shape (n,) gives two floats; x of shape (n, k) gives two (k,) arrays, one interval per column.
+    """
     x = np.asarray(x, dtype=np.float64)
-    if x.size < 2:
-        return math.nan, math.nan
-    half = float(sps.t.ppf((1.0 + confidence) / 2.0, x.size - 1)) * float(x.std(ddof=1)) / math.sqrt(x.size)
-    return float(x.mean() - half), float(x.mean() + half)
+    n = x.shape[0]
+    if n < 2:
+        low = high = np.full(x.shape[1:], np.nan)
+    else:
+        half = float(sps.t.ppf((1.0 + confidence) / 2.0, n - 1)) * x.std(axis=0, ddof=1) / math.sqrt(n)
+        low, high = x.mean(axis=0) - half, x.mean(axis=0) + half
+    return (float(low), float(high)) if x.ndim == 1 else (low, high)
