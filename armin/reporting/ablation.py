@@ -1,43 +1,53 @@
-"""The tables of an ablation report: per-arm summaries, paired comparisons, factor effects, costs.
+"""The tables of an ablation report: runs, per-arm summaries, paired comparisons, factor effects, costs.
 
-Every interval is over seeds (armin.reporting.stats.mean_ci); every comparison is
-paired by seed and only uses seeds where both arms finished (completed) with a finite value.
+Every number comes from `armin.stats`, the engine users call on their own data: the runs table
+(one row per arm and seed, the final attempt of each slot) goes to `compare_arms`,
+`comparison_trace` (sequential designs), `summarize_arms` and `factorial_effects`. A run without a
+finite value (diverged, failed for good, or complete with a NaN metric) stays in the table and is
+scored as the worst outcome; nothing is dropped. The speed comparison is the same rule on log time
+per step, over the runs that have a finite, positive time.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from armin.reporting import stats
-from armin.reporting.data import FAILURE_STATES, StudyData
+from armin.reporting.data import StudyData
+from armin.stats import (DEFAULT_RARE_SHARE, STATE_OF_TRIAL, Level, SequentialDesign, compare_arms,
+                         comparison_trace, factorial_effects, score, summarize_arms)
 
+ALPHA = 0.05  # family-wise error rate of every family of verdicts in a report
+RARE_SHARE = DEFAULT_RARE_SHARE  # share of seeds a hidden failure mode must hit for the equivalence guard to see it
 SPEED_ROPE = math.log(1.05)  # time-per-step ratios within 5% of the baseline count as "the same speed"
-
-SOURCES_OF_VARIATION = (
-    "Intervals are over seeds (percentile bootstrap from 10 seeds, Student-t below). Each seed changes the training batches, the initial "
-    "weights and the Gumbel noise together (all derived from the run seed), so the intervals cover that "
-    "training randomness. They do not cover the choice of evaluation set (one fixed set, the same for every "
-    "arm and seed), hardware or library nondeterminism, or the choice of hyperparameters, which are held "
-    "fixed. Comparisons are paired by seed: differences between seeds common to both arms cancel out.")
+SPEED_VERDICTS = {"better": "faster", "worse": "slower", "equivalent": "same speed", "inconclusive": "inconclusive"}
+RUN_COLUMNS = ["arm", "seed", "value", "state", "db_state", "score"]
 
 
 @dataclass
 class AblationTables:
-    arms: pd.DataFrame  # per arm: counts, summary of the primary metric
-    comparisons: pd.DataFrame  # per non-baseline arm: the paired comparison with the baseline
-    main_effects: pd.DataFrame | None
-    interactions: pd.DataFrame | None
+    runs: pd.DataFrame  # per (arm, seed): value (NaN when none), state as the engine reads it, db state, score
+    arms: pd.DataFrame  # per arm: counts of every outcome, summary of the finite values
+    comparisons: pd.DataFrame  # per non-baseline arm: `compare_arms`'s row
+    trace: pd.DataFrame | None  # sequential designs: every look of every comparison
+    effects: pd.DataFrame | None  # main effects and two-way interactions (full factorials only)
     costs: pd.DataFrame  # per arm: parameters, time per step, peak memory, wall time, speed vs baseline
     probes: pd.DataFrame  # per arm: final read entropy and slot usage
-    values: pd.DataFrame  # per (arm, seed): the primary metric of completed runs
     baseline: str
     arm_order: list[str]
     factors: list[str]
+    direction: str
+    rope: float
+    design: SequentialDesign | None  # None: a fixed design
+    level: Level  # the comparisons' family: alpha over m comparisons and K looks
+    effects_level: Level | None
+    speed_level: Level
+    worst: float  # the value non-finite runs are scored as
+    speed_excluded: pd.DataFrame  # runs left out of the speed comparison (no finite positive time per step)
+    not_finished: int  # slots whose latest attempt is still running or was pruned (not in `runs`)
 
 
 def arm_levels(spec: dict) -> dict[str, dict[str, object]]:
@@ -46,82 +56,132 @@ def arm_levels(spec: dict) -> dict[str, dict[str, object]]:
             for a in spec["arms"] if a["levels"]}
 
 
-def ablation_tables(data: StudyData, *, n_boot: int = stats.DEFAULT_N_BOOT) -> AblationTables:
+def sequential_design(spec: dict) -> SequentialDesign | None:
+    """The spec's sequential design, or None for a fixed one (and for databases older than the key)."""
+    seq = spec.get("sequential")
+    if not seq:
+        return None
+    return SequentialDesign(first_round=int(seq["first_round"]), step=int(seq["step"]),
+                            max_seeds=int(seq["max_seeds"]))
+
+
+def runs_table(final: pd.DataFrame, arm_order: list[str], direction: str) -> pd.DataFrame:
+    """One row per finished (arm, seed) slot of the ablation's arms, as the engine reads it."""
+    finished = final[final["arm"].isin(arm_order) & final["state"].isin(STATE_OF_TRIAL)]
+    runs = pd.DataFrame({"arm": finished["arm"].astype(object), "seed": finished["seed"].astype(int),
+                         "value": pd.to_numeric(finished["objective"], errors="coerce").astype(float),
+                         "state": finished["state"].map(STATE_OF_TRIAL).astype(object),
+                         "db_state": finished["state"].astype(object)}).reset_index(drop=True)
+    if runs.empty:
+        return runs.assign(score=pd.Series(dtype=float))[RUN_COLUMNS]
+    scored = score(runs, direction)
+    long = scored.wide.stack().rename("score").reset_index()
+    return runs.merge(long, on=["arm", "seed"], how="left")[RUN_COLUMNS]
+
+
+def _compare(runs: pd.DataFrame, baseline: str, family: list[str], design: SequentialDesign | None,
+             **kw) -> pd.DataFrame:
+    """`compare_arms` over the family, rows in `family` order; no pairs at all while the baseline has no runs."""
+    if baseline not in set(runs["arm"]):
+        runs = runs.iloc[0:0]
+    seq = dict(sequential=True, first_round=design.first_round, step=design.step,
+               max_seeds=design.max_seeds) if design else {}
+    table = compare_arms(runs[["arm", "seed", "value", "state"]], baseline=baseline, alpha=ALPHA,
+                         rare_share=RARE_SHARE, arms=family, **seq, **kw)
+    return table.set_index("arm").reindex(family).reset_index()
+
+
+def ablation_tables(data: StudyData) -> AblationTables:
     spec, metric = data.spec, data.metric
+    direction = spec["objective"]["direction"]
+    rope = float(spec["rope"])
     arm_order = [a["name"] for a in spec["arms"]]
     baseline = spec["baseline"]
+    family = [a for a in arm_order if a != baseline]
+    design = sequential_design(spec)
     final = data.final[data.final["arm"].isin(arm_order)]
-    done = final[(final["state"] == "COMPLETE") & final["objective"].notna()]
-    values = done[["arm", "seed", "objective"]].rename(columns={"objective": metric})
+    runs = runs_table(final, arm_order, direction)
 
-    # ---- per arm
-    rows = []
-    for arm in arm_order:
-        mine = final[final["arm"] == arm]
-        v = values.loc[values["arm"] == arm, metric].to_numpy(float)
-        s = stats.summarize(v, n_boot=n_boot) if len(v) else None
-        rows.append({"arm": arm, "seeds": len(spec["seeds"]), "completed": int((mine["state"] == "COMPLETE").sum()),
-                     "diverged": int((mine["state"] == "DIVERGED").sum()),
-                     "failed": int(mine["state"].isin(FAILURE_STATES).sum()),
-                     "attempts": int((data.attempts["arm"] == arm).sum()),
-                     "mean": s.mean if s else math.nan, "median": s.median if s else math.nan,
-                     "ci_low": s.ci_low if s else math.nan, "ci_high": s.ci_high if s else math.nan,
-                     "std": s.std if s else math.nan})
-    arms = pd.DataFrame(rows)
+    # ---- per arm: every outcome counted, the finite values summarised
+    arms = summarize_arms(runs, arms=arm_order)
+    attempts = data.attempts["arm"].value_counts()
+    arms.insert(arms.columns.get_loc("nan") + 1, "attempts", [int(attempts.get(a, 0)) for a in arm_order])
 
-    # ---- paired comparisons with the baseline, Holm across them
-    comps, names = [], []
-    for arm in arm_order:
-        if arm == baseline:
-            continue
-        a, b, _ = stats.align_by_seed(values, value_col=metric, arm=arm, baseline=baseline)
-        comps.append(stats.compare_paired(a, b, higher_is_better=data.higher_is_better, rope=spec["rope"],
-                                          n_boot=n_boot))
-        names.append(arm)
-    comps = stats.with_holm(comps)
-    comparisons = pd.DataFrame([{"arm": n, **{k: v for k, v in asdict(c).items() if k != "notes"},
-                                 "notes": "; ".join(c.notes)} for n, c in zip(names, comps)])
+    # ---- paired comparisons with the baseline: one family, simultaneous over its m comparisons and K looks
+    comparisons = _compare(runs, baseline, family, design, direction=direction, rope=rope)
+    trace = None
+    if design is not None:
+        paired = runs if baseline in set(runs["arm"]) else runs.iloc[0:0]
+        trace = comparison_trace(paired[["arm", "seed", "value", "state"]], baseline=baseline, direction=direction,
+                                 rope=rope, alpha=ALPHA, first_round=design.first_round, step=design.step,
+                                 max_seeds=design.max_seeds, rare_share=RARE_SHARE, arms=family)
+        trace = (trace.assign(_order=trace["arm"].map({a: i for i, a in enumerate(family)}))
+                 .sort_values(["_order", "n_pairs"], kind="stable").drop(columns="_order").reset_index(drop=True))
+    level = Level(alpha=ALPHA, m=max(1, len(family)), looks=design.looks if design else 1)
 
-    # ---- factor effects (factorial arms only)
+    # ---- factor effects (full factorials only), one family of their own
     levels = arm_levels(spec)
     factors = list(next(iter(levels.values())).keys()) if levels else []
-    main = inter = None
-    factorial = values[values["arm"].isin(levels)]
-    if factors and not factorial.empty:
-        design = factorial.assign(**{f: factorial["arm"].map(lambda a, f=f: str(levels[a][f])) for f in factors})
-        main = stats.main_effects(design, factors, metric, n_boot=n_boot)
-        if len(factors) >= 2:
-            inter = stats.interactions(design, factors, metric, n_boot=n_boot)
+    effects, effects_level = None, None
+    if factors and not runs[runs["arm"].isin(levels)].empty:
+        effects = factorial_effects(runs[["arm", "seed", "value", "state"]], levels, direction=direction, rope=rope,
+                                    alpha=ALPHA, rare_share=RARE_SHARE)
+        if effects.empty:
+            effects = None
+        else:
+            effects_level = Level(alpha=ALPHA, m=len(effects))
 
-    # ---- costs and memory probes
-    costs = cost_table(final, arm_order, baseline, n_boot)
+    # ---- costs, speed and memory probes
+    costs, speed_excluded = cost_table(final, arm_order, baseline)
+    done = final[(final["state"] == "COMPLETE") & final["objective"].notna()]
     probe_cols = [c for c in ("read_entropy", "slot_usage") if c in final.columns]
     probes = (done.groupby("arm")[probe_cols].mean().reindex(arm_order).reset_index()
               if probe_cols else pd.DataFrame({"arm": arm_order}))
-    return AblationTables(arms=arms, comparisons=comparisons, main_effects=main, interactions=inter, costs=costs,
-                          probes=probes, values=values, baseline=baseline, arm_order=arm_order, factors=factors)
+    worst = score(runs, direction).worst if len(runs) else math.nan
+    return AblationTables(runs=runs, arms=arms, comparisons=comparisons, trace=trace, effects=effects, costs=costs,
+                          probes=probes, baseline=baseline, arm_order=arm_order, factors=factors,
+                          direction=direction, rope=rope, design=design, level=level, effects_level=effects_level,
+                          speed_level=Level(alpha=ALPHA, m=max(1, len(family))), worst=worst,
+                          speed_excluded=speed_excluded,
+                          not_finished=int((~final["state"].isin(STATE_OF_TRIAL)).sum()))
 
 
-def cost_table(final: pd.DataFrame, arm_order: list[str], baseline: str, n_boot: int) -> pd.DataFrame:
-    """Costs per arm, and time per step relative to the baseline, paired by seed (geometric mean ratio)."""
-    ran = final[final["time_per_step_s"].notna()]
+def _param_count(values: pd.Series) -> object:
+    """An arm's parameter count as an integer (its most common value: every seed builds the same model)."""
+    values = values.dropna()
+    return int(values.mode().iloc[0]) if len(values) else pd.NA
+
+
+def cost_table(final: pd.DataFrame, arm_order: list[str], baseline: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Costs per arm and its time per step relative to the baseline's, paired by seed (`compare_arms` on log time).
+
+    Only runs with a finite, positive time per step take part in the speed comparison (a run that
+    diverged at its first step trained for no time); the others are returned as the second table.
+    """
+    ran = final[final["n_params"].notna()]  # every run with a cost row
+    t = pd.to_numeric(final["time_per_step_s"], errors="coerce").astype(float)
+    timed = final[np.isfinite(t) & (t > 0)]
+    excluded = final.loc[~final.index.isin(timed.index), ["arm", "seed", "state", "time_per_step_s"]]
+    speed_runs = pd.DataFrame({"arm": timed["arm"].astype(object), "seed": timed["seed"].astype(int),
+                               "value": np.log(timed["time_per_step_s"].astype(float)), "state": "complete"})
+    family = [a for a in arm_order if a != baseline]
+    speed = _compare(speed_runs, baseline, family, None, direction="minimize", rope=SPEED_ROPE).set_index("arm")
     rows = []
     for arm in arm_order:
-        mine = ran[ran["arm"] == arm]
-        row = {"arm": arm, "n_params": mine["n_params"].median(), "time_per_step_ms": 1e3 * mine["time_per_step_s"].mean(),
+        mine, fast = ran[ran["arm"] == arm], timed[timed["arm"] == arm]
+        row = {"arm": arm, "n_params": _param_count(mine["n_params"]),
+               "time_per_step_ms": 1e3 * fast["time_per_step_s"].mean() if len(fast) else math.nan,
                "peak_memory_mib": mine["peak_memory_bytes"].mean() / 2**20, "wall_time_s": mine["wall_time_s"].mean(),
-               "speed_ratio": math.nan, "speed_ratio_low": math.nan, "speed_ratio_high": math.nan,
-               "speed_verdict": ""}
-        if arm != baseline:
-            logs = ran.assign(log_t=np.log(ran["time_per_step_s"]))
-            a, b, _ = stats.align_by_seed(logs, value_col="log_t", arm=arm, baseline=baseline)
-            if len(a) >= 2:
-                with warnings.catch_warnings():  # near-identical timings: scipy warns, the verdict still holds
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    c = stats.compare_paired(a, b, higher_is_better=False, rope=SPEED_ROPE, n_boot=n_boot)
-                row |= {"speed_ratio": math.exp(c.mean_diff), "speed_ratio_low": math.exp(c.ci_low),
-                        "speed_ratio_high": math.exp(c.ci_high),
-                        "speed_verdict": {"better": "faster", "worse": "slower", "equivalent": "same speed",
-                                          "inconclusive": "inconclusive"}[c.verdict]}
+               "timed_runs": len(fast), "speed_pairs": 0, "speed_ratio": math.nan, "speed_ratio_low": math.nan,
+               "speed_ratio_high": math.nan, "speed_p_value": math.nan, "speed_verdict": ""}
+        if arm in speed.index:
+            c = speed.loc[arm]
+            row["speed_pairs"] = int(c["n_pairs"])
+            if c["n_pairs"] >= 2:
+                row |= {"speed_ratio": math.exp(c["mean_diff"]), "speed_ratio_low": math.exp(c["ci_low"]),
+                        "speed_ratio_high": math.exp(c["ci_high"]), "speed_p_value": float(c["p_value"]),
+                        "speed_verdict": SPEED_VERDICTS[c["verdict"]]}
         rows.append(row)
-    return pd.DataFrame(rows)
+    costs = pd.DataFrame(rows)
+    costs["n_params"] = costs["n_params"].astype("Int64")
+    return costs, excluded.reset_index(drop=True)

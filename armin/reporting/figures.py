@@ -71,29 +71,74 @@ def learning_curves(curves: pd.DataFrame, metrics: list[str], arms: list[str], o
                 "Mean over seeds per arm; the band spans the seeds (min to max).")
 
 
+def _finite_span(lows: np.ndarray, highs: np.ndarray, rope: float) -> tuple[float, float]:
+    """Where to draw unbounded interval ends: a little beyond every finite end and the ROPE."""
+    ends = np.concatenate([lows, highs, [-rope, rope, 0.0]])
+    ends = ends[np.isfinite(ends)]
+    lo, hi = float(ends.min()), float(ends.max())
+    pad = 0.15 * (hi - lo or 1.0)
+    return lo - pad, hi + pad
+
+
 def comparison_forest(comparisons: pd.DataFrame, baseline: str, metric: str, rope: float,
-                      higher_is_better: bool, out: Path) -> Figure | None:
-    """Each arm's mean improvement over the baseline with its paired CI, against the ROPE."""
-    if comparisons.empty:
+                      higher_is_better: bool, level: str, out: Path) -> Figure | None:
+    """Each arm's mean improvement over the baseline with its simultaneous paired interval, against the ROPE."""
+    shown = comparisons[comparisons["n_pairs"] >= 2]
+    if shown.empty:
         return None
     sns.set_theme(style="whitegrid", context="paper")
     sign = 1.0 if higher_is_better else -1.0
-    fig, ax = plt.subplots(figsize=(6.4, 0.55 * len(comparisons) + 1.4))
+    lows = np.minimum(sign * shown["ci_low"], sign * shown["ci_high"]).to_numpy(float)
+    highs = np.maximum(sign * shown["ci_low"], sign * shown["ci_high"]).to_numpy(float)
+    left, right = _finite_span(lows, highs, rope)
+    fig, ax = plt.subplots(figsize=(6.4, 0.55 * len(shown) + 1.4))
     ax.axvspan(-rope, rope, color="#d6eaf8", label=f"ROPE ±{rope:g}")
     ax.axvline(0, color="black", lw=0.8)
-    for i, row in enumerate(comparisons.itertuples()):
-        lo, hi = sorted((sign * row.ci_low, sign * row.ci_high))
+    for i, (row, lo, hi) in enumerate(zip(shown.itertuples(), lows, highs)):
         color = VERDICT_COLORS[row.verdict]
-        ax.plot([lo, hi], [i, i], color=color, lw=2.2)
+        ax.plot([max(lo, left), min(hi, right)], [i, i], color=color, lw=2.2,
+                ls="-" if np.isfinite(lo) and np.isfinite(hi) else "--")
         ax.plot(sign * row.mean_diff, i, "o", color=color)
-        ax.annotate(row.verdict, (hi, i), xytext=(6, -3), textcoords="offset points", fontsize=7, color=color)
-    ax.set_yticks(range(len(comparisons)), comparisons["arm"], fontsize=7)
+        ax.annotate(row.verdict, (min(hi, right), i), xytext=(6, -3), textcoords="offset points", fontsize=7,
+                    color=color)
+    ax.set_xlim(left, right)
+    ax.set_yticks(range(len(shown)), shown["arm"], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel(f"improvement in {metric} over {baseline!r} (positive = better)")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
     return save(fig, out, "comparisons", "Paired differences from the baseline",
-                "Mean improvement over the baseline (positive = better) with its 95% paired bootstrap CI over "
-                "seeds; the shaded band is the region of practical equivalence.")
+                f"Mean improvement over the baseline (positive = better) with its simultaneous {level} paired t "
+                f"interval over seeds (dashed: unbounded); the shaded band is the region of practical equivalence.")
+
+
+def sequential_trace(trace: pd.DataFrame, baseline: str, metric: str, rope: float, max_seeds: int,
+                     out: Path) -> Figure | None:
+    """Per comparison, its interval at every look against the paired seeds run, up to the look that stopped it."""
+    if trace.empty:
+        return None
+    sns.set_theme(style="whitegrid", context="paper")
+    arms = list(dict.fromkeys(trace["arm"]))
+    fig, axes = plt.subplots(1, len(arms), figsize=(3.4 * len(arms) + 0.6, 3.2), squeeze=False, sharey=True)
+    left, right = _finite_span(trace["ci_low"].to_numpy(float), trace["ci_high"].to_numpy(float), rope)
+    for ax, arm in zip(axes[0], arms):
+        mine = trace[trace["arm"] == arm]
+        ax.axhspan(-rope, rope, color="#d6eaf8")
+        ax.axhline(0, color="black", lw=0.8)
+        for row in mine.itertuples():
+            color = VERDICT_COLORS[row.verdict]
+            ax.plot([row.n_pairs] * 2, [max(row.ci_low, left), min(row.ci_high, right)], color=color, lw=2.2)
+            ax.plot(row.n_pairs, row.mean_diff, "o", color=color)
+        ax.set_xlim(0, max_seeds + 1)
+        ax.set_ylim(left, right)
+        ax.set_title(f"{arm}\n{mine['stop'].iloc[-1]}", fontsize=7)
+        ax.set_xlabel("paired seeds")
+    axes[0][0].set_ylabel(f"{metric}: arm − {baseline!r}")
+    seen = [v for v in VERDICT_COLORS if v in set(trace["verdict"])]
+    axes[0][-1].legend(handles=[plt.Line2D([], [], color=VERDICT_COLORS[v], marker="o", lw=2, label=v) for v in seen],
+                       fontsize=7, loc="best")
+    return save(fig, out, "sequential_trace", "Sequential trace",
+                "Each comparison's mean difference (arm − baseline) and simultaneous interval at every look, "
+                "coloured by the verdict at that look, against the paired seeds run; the band is the ROPE.")
 
 
 def quality_vs_cost(arms: pd.DataFrame, costs: pd.DataFrame, metric: str, out: Path) -> Figure | None:
@@ -108,7 +153,7 @@ def quality_vs_cost(arms: pd.DataFrame, costs: pd.DataFrame, metric: str, out: P
         yerr = np.array([[row.mean - row.ci_low], [row.ci_high - row.mean]])
         yerr = None if np.isnan(yerr).any() else np.abs(yerr)
         ax.errorbar(row.time_per_step_ms, row.mean, yerr=yerr, fmt="o", color=colors[row.arm], capsize=3,
-                    label=f"{row.arm} ({int(row.n_params):,} params)")
+                    label=f"{row.arm} ({row.n_params:,} params)" if pd.notna(row.n_params) else row.arm)
     ax.set_xlabel("time per training step (ms)")
     ax.set_ylabel(f"final {metric}")
     ax.legend(fontsize=7, loc="best")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -12,19 +13,39 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from armin.reporting import figures
-from armin.reporting.ablation import SOURCES_OF_VARIATION, ablation_tables
+from armin.reporting import figures, latex, wording
+from armin.reporting.ablation import ablation_tables
 from armin.reporting.data import StudyData, load_study
 from armin.reporting.search import search_tables
+
+SUPERSCRIPTS = str.maketrans("0123456789,", "⁰¹²³⁴⁵⁶⁷⁸⁹˒")
 
 
 @dataclass
 class Section:
     title: str
-    text: str = ""  # one paragraph, plain text
-    table: pd.DataFrame | None = None
+    text: str = ""  # plain text; paragraphs separated by a blank line
+    table: pd.DataFrame | None = None  # written whole to `csv`
     csv: str | None = None  # file name of the table's CSV
     figure: figures.Figure | None = None
+    columns: list[str] | None = None  # the columns shown (HTML, Markdown, LaTeX); None: all of them
+    notes: dict[int, list[str]] = field(default_factory=dict)  # row position -> footnotes, numbered below the table
+    tex: bool = False  # also in report.tex
+    inline: bool = True  # False: the table goes to its CSV only (one row per run: too long for the page)
+
+    def shown(self) -> pd.DataFrame:
+        return self.table if self.columns is None else self.table[[c for c in self.columns if c in self.table]]
+
+    def footnotes(self) -> tuple[dict[int, list[int]], list[str]]:
+        """Row position -> footnote numbers, and the footnotes in order (one number per distinct text)."""
+        texts: list[str] = []
+        marks: dict[int, list[int]] = {}
+        for row in sorted(self.notes):
+            for note in self.notes[row]:
+                if note not in texts:
+                    texts.append(note)
+                marks.setdefault(row, []).append(texts.index(note) + 1)
+        return marks, texts
 
 
 @dataclass
@@ -32,18 +53,32 @@ class Report:
     title: str
     subtitle: str
     sections: list[Section] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)  # the first block: one line per verdict
 
 
 def fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """A table cell: integers as integers (thousands separated from 1,000), floats to 4 significant figures."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}" if abs(value) >= 1_000 else str(int(value))
     if isinstance(value, float):
+        if math.isfinite(value) and abs(value) >= 10_000:
+            return f"{value:,.0f}"
         return f"{value:.4g}"
     return str(value)
 
 
-def display(df: pd.DataFrame) -> pd.DataFrame:
-    return df.apply(lambda col: col.map(fmt))
+def display(df: pd.DataFrame, marks: dict[int, list[int]] | None = None) -> pd.DataFrame:
+    """The table as text cells, footnote markers (superscript numbers) after the first cell of their rows."""
+    shown = pd.DataFrame({c: [fmt(v) for v in df[c].tolist()] for c in df.columns}, index=range(len(df)),
+                         columns=df.columns)
+    for row, numbers_ in (marks or {}).items():
+        first = shown.columns[0]
+        shown.loc[row, first] = shown.loc[row, first] + ",".join(map(str, numbers_)).translate(SUPERSCRIPTS)
+    return shown
 
 
 def ablation_report(data: StudyData, out: Path) -> Report:
@@ -51,34 +86,56 @@ def ablation_report(data: StudyData, out: Path) -> Report:
     spec, metric = data.spec, data.metric
     direction = "higher" if data.higher_is_better else "lower"
     figs = out / "figures"
+    seeds = t.runs.groupby("arm")["seed"].nunique()
+    seeds_text = (f"{int(seeds.max())} seeds" if seeds.nunique() == 1 else
+                  f"{int(seeds.min())}–{int(seeds.max())} seeds per arm") if len(seeds) else "no finished runs yet"
+    design = "fixed design" if t.design is None else f"sequential design, at most {t.design.max_seeds} seeds per arm"
     r = Report(f"Ablation {data.name}", f"{data.goal} Primary metric: {metric} ({direction} is better), ROPE "
-                                        f"±{spec['rope']:g}; baseline arm {t.baseline!r}; {len(spec['seeds'])} seeds.")
+                                        f"±{t.rope:g}; baseline arm {t.baseline!r}; {seeds_text}; {design}.")
+    r.summary = wording.summary(data, t)
     arms = t.arms.rename(columns={"ci_low": "ci95_low", "ci_high": "ci95_high"})
-    r.sections.append(Section("Arms", f"Final {metric} per arm over completed seeds: mean, median and 95% CI of the "
-                                      f"mean (percentile bootstrap over seeds from 10 seeds, Student-t below); failed and diverged runs are counted, not dropped "
-                                      f"(diverged runs have no final value and are excluded from the statistics; "
-                                      f"'attempts' includes retries).", arms, "arms.csv"))
-    cols = ["arm", "n_pairs", "mean_diff", "ci_low", "ci_high", "wilcoxon_p", "p_holm", "t_p", "t_appropriate",
-            "hedges_g", "p_better", "verdict", "seeds_to_settle", "notes"]
-    comp = t.comparisons[cols] if not t.comparisons.empty else t.comparisons
+    r.sections.append(Section(
+        "Arms", f"Final {metric} per arm, the latest attempt of each seed: counts of every outcome (complete, "
+                f"diverged, failed for good, complete with a NaN value; 'attempts' includes retries), then the mean, "
+                f"median, sd and a 95% Student-t interval of the mean over the finite values, this arm alone.",
+        arms, "arms.csv", notes=wording.arm_notes(t, metric), tex=True))
+    level = wording.percent(1 - t.level.each)
+    comp_cols = ["arm", "n_pairs", "mean_diff", "ci_low", "ci_high", "p_value", "p_equivalence", "verdict",
+                 "n_diverged", "n_failed", "n_nan"]
     r.sections.append(Section(
         "Comparisons with the baseline (paired by seed)",
-        f"Difference = arm − baseline in {metric}, over seeds where both finished. CI: paired, over seeds "
-        f"(percentile bootstrap from 10 pairs, Student-t below, where a bootstrap undercovers). p: two-sided Wilcoxon signed-rank (p_holm: Holm-adjusted across these comparisons); t_p: "
-        f"paired t-test, to be read only where t_appropriate. hedges_g: paired standardized difference (d_z, "
-        f"small-sample corrected). p_better: share of bootstrap resamples where the arm is better. Verdict: "
-        f"'equivalent' if the CI lies inside the ROPE, 'better'/'worse' if it excludes 0 in that direction, "
-        f"else 'inconclusive' (seeds_to_settle estimates the seeds that would settle it).",
-        comp, "comparisons.csv",
-        figures.comparison_forest(t.comparisons, t.baseline, metric, spec["rope"], data.higher_is_better, figs)))
-    if t.main_effects is not None:
-        r.sections.append(Section("Main effects", f"Effect of each factor level on {metric}: mean over seeds of the "
-                                                  f"level's cell mean minus the grand mean, with a bootstrap CI over "
-                                                  f"seeds (factorial arms only).", t.main_effects, "main_effects.csv"))
-    if t.interactions is not None:
-        r.sections.append(Section("Two-way interactions", "For 2x2 factors the contrast (a1b1 − a1b0) − (a0b1 − "
-                                                          "a0b0); otherwise cell − row − column + grand mean; CI "
-                                                          "over seeds.", t.interactions, "interactions.csv"))
+        f"mean_diff = arm − baseline in {metric}, over the seeds both ran, with its simultaneous {level} paired t "
+        f"interval (ci_low, ci_high; over the m = {t.level.m} comparisons{'' if t.design is None else ' and K = ' + str(t.level.looks) + ' looks'}). "
+        f"p_value: no difference, adjusted for the family; p_equivalence: a difference of at least the ROPE "
+        f"±{t.rope:g}, adjusted likewise. The verdict follows from them (see Method); n_diverged, n_failed, n_nan "
+        f"count the runs of both arms among the pairs that had no finite value and were scored as the worst.",
+        t.comparisons, "comparisons.csv",
+        figures.comparison_forest(t.comparisons, t.baseline, metric, t.rope, data.higher_is_better, level, figs),
+        columns=comp_cols + ([] if t.design is None else ["stop"]), notes=wording.comparison_notes(t), tex=True))
+    if t.trace is not None:
+        r.sections.append(Section(
+            "Sequential trace",
+            f"Every look of every comparison: the interval (at the same simultaneous {level}) against the paired "
+            f"seeds it used, up to the look that settled it; a footnote on each comparison's last look says why it "
+            f"stopped.",
+            t.trace, "trace.csv",
+            figures.sequential_trace(t.trace, t.baseline, metric, t.rope, t.design.max_seeds, figs),
+            columns=["arm", "n_pairs", "mean_diff", "ci_low", "ci_high", "p_value", "p_equivalence", "verdict"],
+            notes=wording.trace_notes(t)))
+    if t.effects is not None:
+        elevel = wording.percent(1 - t.effects_level.each)
+        r.sections.append(Section(
+            "Factor effects",
+            f"One table, one scale: every effect is a difference of mean {metric} in its own units, per seed then "
+            f"over seeds. A main effect is the level's mean minus the reference level's (the first listed), "
+            f"averaged over the other factors; a two-way interaction is half the difference of the simple effects, "
+            f"((a1b1 − a0b1) − (a1b0 − a0b0)) / 2, so in a 2×2 design every effect is the mean where its contrast "
+            f"is + minus the mean where it is −. Seeds with every factorial cell only (extra arms are not in it), "
+            f"non-finite runs scored as the worst; simultaneous {elevel} t intervals over the m = "
+            f"{t.effects_level.m} effects, verdict by the comparison rule ('better': the level improves {metric}).",
+            t.effects, "effects.csv",
+            columns=["effect", "factor_a", "level_a", "factor_b", "level_b", "n_seeds", "estimate", "ci_low",
+                     "ci_high", "p_value", "verdict"], tex=True))
     curve_metrics = [m for m in dict.fromkeys([metric, "eval_loss"]) if m in set(data.curves["metric"])]
     r.sections.append(Section("Learning curves", "", None, None,
                               figures.learning_curves(data.curves, curve_metrics, t.arm_order, figs)))
@@ -86,11 +143,21 @@ def ablation_report(data: StudyData, out: Path) -> Report:
                               t.probes, "probes.csv", figures.probes(data.final, t.arm_order, figs)))
     r.sections.append(Section(
         "Cost beside quality",
-        "Parameters, time per training step, peak memory (CPU: peak RSS of the worker process; GPU: peak "
-        "allocated) and wall time per run, means over seeds. speed_ratio: the arm's time per step over the "
-        "baseline's, geometric mean over paired seeds with a 95% CI; within 5% counts as the same speed.",
-        t.costs, "costs.csv", figures.quality_vs_cost(t.arms, t.costs, metric, figs)))
-    r.sections.append(Section("Sources of variation", SOURCES_OF_VARIATION))
+        f"Parameters, time per training step, peak memory (CPU: peak RSS of the worker process; GPU: peak "
+        f"allocated) and wall time per run, means over seeds. speed_ratio: the arm's time per step over the "
+        f"baseline's, paired by seed (the geometric mean ratio) with its simultaneous "
+        f"{wording.percent(1 - t.speed_level.each)} interval; speed_verdict by the comparison rule on log time "
+        f"(within 5%: same speed).",
+        t.costs, "costs.csv", figures.quality_vs_cost(t.arms, t.costs, metric, figs),
+        columns=["arm", "n_params", "time_per_step_ms", "peak_memory_mib", "wall_time_s", "speed_ratio",
+                 "speed_ratio_low", "speed_ratio_high", "speed_p_value", "speed_verdict"],
+        notes=wording.cost_notes(t), tex=True))
+    r.sections.append(Section("Method", wording.method(data, t)))
+    r.sections.append(Section("Sources of variation", wording.SOURCES_OF_VARIATION))
+    r.sections.append(Section("Runs", "Every (arm, seed) the statistics used: the value (NaN when there is none), "
+                                      "the state as the engine reads it, the database state of the latest attempt, "
+                                      "and the score that entered the comparisons.",
+                              t.runs, "runs.csv", inline=False))
     r.sections += provenance(data)
     return r
 
@@ -120,16 +187,17 @@ def provenance(data: StudyData) -> list[Section]:
     hw = "; ".join(f"{h} ({d})" for h, d in hardware.itertuples(index=False)) or "not recorded"
     commit = f"{data.git_commit}{' (with uncommitted changes)' if data.git_dirty else ''}" if data.git_commit \
         else "not a git checkout"
-    seeds = data.spec.get("seeds") or sorted(data.final["seed"].unique().tolist())
+    ran = sorted(int(s) for s in data.final["seed"].unique()) if len(data.final) else []
+    seeds = ", ".join(map(str, ran)) or "none yet"
+    planned = data.spec.get("seeds") or []
+    if data.spec.get("sequential") and planned:
+        seeds += f" (run so far, of {len(planned)} candidate seeds)"
     versions = ", ".join(f"{k} {v}" for k, v in sorted(data.versions.items()))
-    sources = ", ".join(sorted(data.attempts["data_source"].dropna().unique())) or "not recorded"
-    if "sample" in sources:
-        sources += " (a small sample shipped with a package, not the full data set)"
     facts = pd.DataFrame([
         ("command", data.command or "unknown"),
         ("report command", " ".join(["armin", *map(shlex.quote, sys.argv[1:])])),
-        ("data", sources), ("git commit", commit), ("versions", versions), ("hardware", hw),
-        ("seeds", ", ".join(map(str, seeds))), ("created", data.created_at), ("last updated", data.updated_at),
+        ("data", wording.data_note(data)), ("git commit", commit), ("versions", versions), ("hardware", hw),
+        ("seeds", seeds), ("created", data.created_at), ("last updated", data.updated_at),
         ("status", data.status),
     ], columns=["item", "value"])
     return [Section("Provenance", "", facts, "provenance.csv"),
@@ -145,12 +213,15 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 figure img { max-width: 100%; } figcaption { font-size: 0.85em; color: #555; }
-.verdict-better { color: #2a9d4b; } .verdict-worse { color: #c0392b; }
+#summary { background: #f4f8fb; border-left: 4px solid #2471a3; padding: 0.4em 1.2em; }
+#summary li { margin: 0.3em 0; }
+ol.notes { font-size: 0.8em; color: #444; margin-top: 0.2em; }
 </style></head><body>
 <h1>{{ r.title }}</h1><p>{{ r.subtitle }}</p>
+{% if r.summary %}<section id="summary"><h2>Summary</h2><ul>{% for line in r.summary %}<li>{{ line }}</li>{% endfor %}</ul></section>{% endif %}
 {% for s in r.sections %}<section id="s{{ loop.index }}"><h2>{{ s.title }}</h2>
-{% if s.title == "Spec" %}<pre>{{ s.text }}</pre>{% elif s.text %}<p>{{ s.text }}</p>{% endif %}
-{% if s.table is not none %}{{ tables[loop.index0] }}{% if s.csv %}<p><a href="{{ s.csv }}">{{ s.csv }}</a></p>{% endif %}{% endif %}
+{% if s.title == "Spec" %}<pre>{{ s.text }}</pre>{% elif s.text %}{% for p in s.text.split("\n\n") %}<p>{{ p }}</p>{% endfor %}{% endif %}
+{% if s.table is not none %}{{ tables[loop.index0] }}{% if notes[loop.index0] %}<ol class="notes">{% for n in notes[loop.index0] %}<li>{{ n }}</li>{% endfor %}</ol>{% endif %}{% if s.csv %}<p><a href="{{ s.csv }}">{{ s.csv }}</a></p>{% endif %}{% endif %}
 {% if s.figure %}<figure><img alt="{{ s.figure.title }}" src="data:image/png;base64,{{ s.figure.png_base64 }}">
 <figcaption>{{ s.figure.caption }} (<a href="figures/{{ s.figure.name }}.png">PNG</a>, <a href="figures/{{ s.figure.name }}.svg">SVG</a>)</figcaption></figure>{% endif %}
 </section>{% endfor %}
@@ -161,7 +232,9 @@ figure img { max-width: 100%; } figcaption { font-size: 0.85em; color: #555; }
 def write(report: Report, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {report.title}", "", report.subtitle, ""]
-    tables = []
+    if report.summary:
+        md += ["## Summary", "", *(f"- {line}" for line in report.summary), ""]
+    tables, notes, tex = [], [], []
     for s in report.sections:
         md += [f"## {s.title}", ""]
         if s.title == "Spec":
@@ -171,19 +244,30 @@ def write(report: Report, out: Path) -> Path:
         if s.table is not None:
             if s.csv:
                 s.table.to_csv(out / s.csv, index=False)
-            shown = display(s.table)
-            tables.append(jinja2.filters.Markup(shown.to_html(index=False, border=0, escape=True)))
-            md += [shown.to_markdown(index=False) if not shown.empty else "(none)", ""]
+            marks, footnotes = s.footnotes()
+            if s.inline:
+                shown = display(s.shown(), marks)
+                tables.append(jinja2.filters.Markup(shown.to_html(index=False, border=0, escape=True)))
+                md += [shown.to_markdown(index=False) if not shown.empty else "(none)", ""]
+                md += [*(f"{i}. {text}" for i, text in enumerate(footnotes, start=1)), ""] if footnotes else []
+            else:
+                tables.append("")
+            notes.append(footnotes if s.inline else [])
             if s.csv:
                 md += [f"[{s.csv}]({s.csv})", ""]
+            if s.tex:
+                tex.append(latex.tabular(s.title, s.shown(), marks, footnotes))
         else:
             tables.append("")
+            notes.append([])
         if s.figure:
             md += [f"![{s.figure.title}](figures/{s.figure.name}.png)", "", f"*{s.figure.caption}* "
                    f"([SVG](figures/{s.figure.name}.svg))", ""]
     (out / "report.md").write_text("\n".join(md))
+    if tex:
+        (out / "report.tex").write_text(latex.document(report.title, tex))
     index = out / "index.html"
-    index.write_text(HTML.render(r=report, tables=tables))
+    index.write_text(HTML.render(r=report, tables=tables, notes=notes))
     return index
 
 
