@@ -11,6 +11,7 @@ pair. The rule itself lives in `armin.stats.rule`.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -45,7 +46,7 @@ def _check(df: pd.DataFrame, baseline: str, direction: str, rope: float, alpha: 
         raise ValueError(f"`df` needs the columns {list(COLUMNS)}, but {missing} are missing (got {list(df.columns)}).")
     if direction not in ("minimize", "maximize"):
         raise ValueError(f"`direction` must be 'minimize' or 'maximize', but got ({direction=}).")
-    if not (isinstance(rope, (int, float)) and math.isfinite(rope) and rope >= 0):
+    if not (isinstance(rope, numbers.Real) and not isinstance(rope, bool) and math.isfinite(rope) and rope >= 0):
         raise ValueError(f"`rope >= 0` must hold and be finite, but got ({rope=}).")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"`0 < alpha < 1` must hold, but got ({alpha=}).")
@@ -60,17 +61,32 @@ def _check(df: pd.DataFrame, baseline: str, direction: str, rope: float, alpha: 
         raise ValueError(f"the baseline {baseline!r} has no rows (arms: {sorted(set(df['arm']))}).")
 
 
+def score_runs(value: np.ndarray, complete: np.ndarray, direction: Direction,
+               axis: int | tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The scoring rule on arrays: (scores, finite, worst). A run's score is its value when it
+    completed with a finite one, else `worst`, the worst finite value of its table (the largest
+    when minimizing; 0 in a table without any). The table is all of `value`, or with `axis` each
+    slice along those axes (`worst` keeps them as length 1), so many tables score at once.
+    """
+    value = np.asarray(value, dtype=np.float64)
+    finite = np.asarray(complete, dtype=bool) & np.isfinite(value)
+    if direction == "minimize":
+        worst = np.where(finite, value, -np.inf).max(axis=axis, keepdims=True, initial=-np.inf)
+    else:
+        worst = np.where(finite, value, np.inf).min(axis=axis, keepdims=True, initial=np.inf)
+    worst = np.where(np.isfinite(worst), worst, 0.0)
+    return np.where(finite, value, worst), finite, worst
+
+
 def score(df: pd.DataFrame, direction: Direction) -> Scored:
     """Scores of every run: its value, or the worst finite value of the table when it has none."""
-    value = pd.to_numeric(df["value"], errors="coerce").astype(float)
-    finite = (df["state"] == "complete") & np.isfinite(value)
-    kept = value[finite]
-    worst = 0.0 if kept.empty else float(kept.max() if direction == "minimize" else kept.min())
+    value = pd.to_numeric(df["value"], errors="coerce").astype(float).to_numpy()
+    scores, finite, worst = score_runs(value, (df["state"] == "complete").to_numpy(), direction)
     kind = np.where(finite, "complete", np.where(df["state"] == "complete", "nan", df["state"]))
-    frame = df.assign(score=np.where(finite, value, worst), kind=kind)
+    frame = df.assign(score=scores, kind=kind)
     wide = frame.pivot(index="seed", columns="arm", values="score").sort_index()
     kinds = frame.pivot(index="seed", columns="arm", values="kind").reindex_like(wide)
-    return Scored(wide=wide, kind=kinds, worst=worst, sign=1.0 if direction == "maximize" else -1.0)
+    return Scored(wide=wide, kind=kinds, worst=float(worst.item()), sign=1.0 if direction == "maximize" else -1.0)
 
 
 def _pairs(scored: Scored, arm: str, baseline: str) -> tuple[np.ndarray, pd.DataFrame]:
