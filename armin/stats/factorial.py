@@ -24,6 +24,29 @@ EFFECT_COLUMNS = ("effect", "factor_a", "level_a", "factor_b", "level_b", "n_see
                   "confidence", "p_value", "verdict")
 
 
+def effect_contrasts(cells: np.ndarray, order: dict[str, list]) -> list[tuple[str, str, object, str, object, np.ndarray]]:
+    """Per-seed contrasts of every effect: (effect, factor_a, level_a, factor_b, level_b, values).
+
+    `cells` is (seeds, L_1, ..., L_k, *batch): the score of each seed in each cell, factors in the
+    order of `order` (factor -> its levels, the reference first); trailing batch axes (e.g.
+    Monte-Carlo replications) are carried through, so `values` is (seeds, *batch).
+    """
+    factors = list(order)
+    axes = range(len(factors))
+    out = []
+    for k, f in enumerate(factors):
+        marginal = cells.mean(axis=tuple(a + 1 for a in axes if a != k))  # (seeds, L_k, *batch)
+        for i, lv in enumerate(order[f][1:], start=1):
+            out.append(("main", f, lv, "", "", marginal[:, i] - marginal[:, 0]))
+    for (ka, fa), (kb, fb) in itertools.combinations(enumerate(factors), 2):
+        others = tuple(a + 1 for a in axes if a not in (ka, kb))
+        two = cells.mean(axis=others) if others else cells  # (seeds, L_a, L_b, *batch)
+        for i, j in itertools.product(range(1, two.shape[1]), range(1, two.shape[2])):
+            per_seed = ((two[:, i, j] - two[:, 0, j]) - (two[:, i, 0] - two[:, 0, 0])) / 2.0
+            out.append(("interaction", fa, order[fa][i], fb, order[fb][j], per_seed))
+    return out
+
+
 def factorial_effects(df: pd.DataFrame, levels: dict[str, dict[str, object]], *, direction: Direction, rope: float,
                       alpha: float = 0.05, rare_share: float = DEFAULT_RARE_SHARE) -> pd.DataFrame:
     """Main effects and two-way interactions of the factorial arms in `levels` (arm -> {factor: level}).
@@ -42,17 +65,7 @@ def factorial_effects(df: pd.DataFrame, levels: dict[str, dict[str, object]], *,
         return pd.DataFrame(columns=list(EFFECT_COLUMNS))  # not a full factorial: no effects
     wide = scored.wide[[by_cell[c] for c in cells_index]].dropna()  # seeds complete in every cell
     cells = wide.to_numpy(float).reshape(len(wide), *(len(order[f]) for f in factors))  # (seeds, L_1, ..., L_k)
-    contrasts = []  # (effect, factor_a, level_a, factor_b, level_b, per-seed values)
-    for k, f in enumerate(factors):
-        marginal = cells.mean(axis=tuple(a + 1 for a in range(len(factors)) if a != k))  # (seeds, L_k)
-        for i, lv in enumerate(order[f][1:], start=1):
-            contrasts.append(("main", f, lv, "", "", marginal[:, i] - marginal[:, 0]))
-    for (ka, fa), (kb, fb) in itertools.combinations(enumerate(factors), 2):
-        others = tuple(a + 1 for a in range(len(factors)) if a not in (ka, kb))
-        two = cells.mean(axis=others) if others else cells  # (seeds, L_a, L_b)
-        for i, j in itertools.product(range(1, two.shape[1]), range(1, two.shape[2])):
-            per_seed = ((two[:, i, j] - two[:, 0, j]) - (two[:, i, 0] - two[:, 0, 0])) / 2.0
-            contrasts.append(("interaction", fa, order[fa][i], fb, order[fb][j], per_seed))
+    contrasts = effect_contrasts(cells, order)
     level = Level(alpha=alpha, m=len(contrasts))
     rows = []
     for effect, fa, la, fb, lb, per_seed in contrasts:
