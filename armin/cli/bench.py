@@ -39,6 +39,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--no-naive", action="store_true", help="skip the naive reference (it is the slowest)")
     m.add_argument("--json", action="store_true", help="print JSON")
     m.set_defaults(func=run_model_bench)
+    s = bsub.add_parser("stats", help="Monte-Carlo error rates of the verdict engine (armin.stats) vs its targets",
+                        description="Measure, on simulated data of known truth and with the engine's own code, the "
+                                    "family-wise false better/worse rate, interval coverage, false equivalence, "
+                                    "worst-scoring of diverged runs and power of armin.stats, for the fixed and the "
+                                    "sequential design, and the seed-runs the sequential design saves; print each "
+                                    "property's worst cell with its Monte-Carlo standard error against its target.")
+    s.add_argument("--reps", type=int, default=None,
+                   help="replications per cell (default: 10000, or 400 with --quick)")
+    s.add_argument("--quick", action="store_true", help="only the cells m in {1,3,8}, n in {3,5,10,30}")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=run_stats_bench)
     bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
 
 
@@ -91,4 +102,14 @@ def run_model_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--device: expected cpu or cuda[:N], got {args.device!r}")
     bench_model(batches, seq_lens, hidden=args.hidden, modes=modes, repeats=args.repeats, warmup=args.warmup,
                 device=args.device, threads=args.threads, naive=not args.no_naive, as_json=args.json)
+    return 0
+
+
+def run_stats_bench(args: argparse.Namespace) -> int:
+    from armin.bench.stats import bench_stats
+    from armin.errors import ConfigError
+
+    if args.reps is not None and args.reps < 2:
+        raise ConfigError(f"--reps must be >= 2, got {args.reps}")
+    bench_stats(args.reps, quick=args.quick, as_json=args.json)
     return 0
