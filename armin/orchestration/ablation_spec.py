@@ -24,7 +24,8 @@ arms share (armin.seeding), so arms are compared *paired by seed*. The format:
     [design]
     baseline = { "model.addressing" = "hidden", "model.cell" = "armin" }   # a factorial arm's levels,
                                         # or the name of an extra arm: baseline = "plain-lstm"
-    seeds = 3                           # a count (seeds derived from `seed`) or a list of run seeds
+    seeds = 3                           # a count (seeds derived from `seed`), a list of run seeds, or
+                                        # "adaptive": seeds on demand (below)
     arms = [ { "model.addressing" = "hidden", "model.cell" = "armin" } ]   # optional: a subset of the
                                         # factorial instead of all of it
     max_retries = 2                     # re-runs of a failed or lost trial
@@ -38,9 +39,25 @@ arms share (armin.seeding), so arms are compared *paired by seed*. The format:
     cpus = 1
     gpus = 0
 
+Seeds on demand (`seeds = "adaptive"`): the driver runs a first round of seeds on every arm, then
+adds `step` seeds at a time only to the arms whose comparison with the baseline is not settled yet
+(`armin.stats.plan_seeds`), until every comparison is settled or has `max_seeds` seeds:
+
+    [design]
+    seeds = "adaptive"
+    max_seeds = 30                      # required: the most seeds any arm gets
+    first_round = 10                    # optional (default 10): seeds of every arm before the first look
+    step = 5                            # optional (default 5): seeds added per round to an unsettled comparison
+
+The candidate run seeds are derived from `seed` exactly as a count of seeds is (the first n of them
+are the seeds of `seeds = n`), and `AblationSpec.seeds` lists all `max_seeds` of them in run order;
+every arm runs a prefix of that list, so each new run has its pair. `until_settled` turns a fixed
+spec into an adaptive one (`armin ablation run SPEC --until-settled --max-seeds N`).
+
 Adding seeds or arms to a finished ablation runs only the new trials: the spec's *contract* (task,
-model base, optimizer, training, seed, objective) must not change, but factors, arms, seeds and the
-ROPE may (see `contract_hash`).
+model base, optimizer, training, seed, objective) must not change, but factors, arms, seeds, the
+seed design (fixed or adaptive, `max_seeds`, `first_round`, `step`) and the ROPE may (see
+`contract_hash`).
 """
 
 from __future__ import annotations
@@ -74,10 +91,14 @@ from armin.orchestration.spec import (
     read_spec_text,
 )
 from armin.seeding import derive_seed
+from armin.stats import SequentialDesign
 from armin.tasks import TaskConfig
 from armin.training.config import OptimizerConfig, RunConfig, TrainConfig
 
 DEFAULT_MAX_RETRIES = 2
+ADAPTIVE = "adaptive"  # `[design] seeds = "adaptive"`: seeds on demand
+#: first_round and step when a spec omits them: the statistics engine's own defaults.
+DEFAULT_FIRST_ROUND, DEFAULT_STEP = SequentialDesign().first_round, SequentialDesign().step
 
 
 @dataclass(frozen=True)
@@ -105,11 +126,12 @@ class AblationSpec:
     factors: tuple[tuple[str, tuple], ...]  # (model path, levels)
     arms: tuple[Arm, ...]
     baseline: str  # an arm's name
-    seeds: tuple[int, ...]  # run seed of each replicate
+    seeds: tuple[int, ...]  # run seed of each replicate; adaptive: all max_seeds candidates, in run order
     objective: Objective
     rope: float
     resources: Resources
     max_retries: int
+    sequential: SequentialDesign | None = None  # None: every arm runs every seed; else seeds on demand
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -130,7 +152,8 @@ def parse_ablation(text: str, source: str) -> AblationSpec:
 
 _TOP_KEYS = ("name", "goal", "seed", "task", "model", "optimizer", "train", "factors", "extra_arms", "design",
              "objective", "resources")
-_DESIGN_KEYS = ("baseline", "seeds", "arms", "max_retries")
+_DESIGN_KEYS = ("baseline", "seeds", "arms", "max_retries", "max_seeds", "first_round", "step")
+_SEQUENTIAL_KEYS = ("max_seeds", "first_round", "step")
 _OBJECTIVE_KEYS = ("metric", "direction", "rope")
 
 
@@ -162,7 +185,9 @@ def _build(data: dict, source: str) -> AblationSpec:
     if len(arms) < 2:
         raise ConfigError(f"{source}: an ablation needs at least 2 arms, got {len(arms)}")
     baseline = _baseline(design.get("baseline"), factors, arms, source)
-    seeds = _seeds(design.get("seeds"), seed, source)
+    fixed = None if design.get("seeds") == ADAPTIVE else _seeds(design.get("seeds"), seed, source)
+    sequential = _sequential(design, source)
+    seeds = fixed if sequential is None else candidate_seeds((), seed, sequential.max_seeds)
     max_retries = design.get("max_retries", DEFAULT_MAX_RETRIES)
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ConfigError(f"{source}: design.max_retries: expected an integer >= 0, got {max_retries!r}")
@@ -182,7 +207,7 @@ def _build(data: dict, source: str) -> AblationSpec:
                           f"reserve a GPU share for cuda, none for cpu")
     return AblationSpec(name=name, goal=goal, seed=seed, task=task, model=model, optimizer=optimizer, train=train,
                         factors=factors, arms=arms, baseline=baseline, seeds=seeds, objective=objective,
-                        rope=float(rope), resources=resources, max_retries=max_retries)
+                        rope=float(rope), resources=resources, max_retries=max_retries, sequential=sequential)
 
 
 def _table(value: Any, allowed: tuple[str, ...], where: str) -> Mapping:
@@ -289,6 +314,80 @@ def _baseline(value: Any, factors, arms: tuple[Arm, ...], source: str) -> str:
     return name
 
 
+def _sequential(design: Mapping, source: str) -> SequentialDesign | None:
+    """The seeds-on-demand design of `seeds = "adaptive"`, or None for fixed seeds (then none of its keys)."""
+    if design.get("seeds") != ADAPTIVE:
+        for key in _SEQUENTIAL_KEYS:
+            if key in design:
+                raise ConfigError(f"{source}: design.{key}: only applies to seeds = \"{ADAPTIVE}\" (this spec has "
+                                  f"seeds = {design.get('seeds')!r})")
+        return None
+    if "max_seeds" not in design:
+        raise ConfigError(f"{source}: design.max_seeds: missing (seeds = \"{ADAPTIVE}\" needs the most seeds per "
+                          f"arm, e.g. max_seeds = 30)")
+    return sequential_design({"first_round": design.get("first_round", DEFAULT_FIRST_ROUND),
+                              "step": design.get("step", DEFAULT_STEP), "max_seeds": design["max_seeds"]},
+                             lambda key: f"{source}: design.{key}")
+
+
+def sequential_design(values: Mapping[str, Any], where) -> SequentialDesign:
+    """`SequentialDesign(**values)`, every problem one `ConfigError` naming its key (`where(key)`)."""
+    for key in ("first_round", "step", "max_seeds"):
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where(key)}: expected an integer, got {value!r}")
+    if values["first_round"] < 2:
+        raise ConfigError(f"{where('first_round')}: at least 2 seeds are needed for paired statistics, got "
+                          f"{values['first_round']}")
+    if values["step"] < 1:
+        raise ConfigError(f"{where('step')}: must be >= 1, got {values['step']}")
+    if values["max_seeds"] < values["first_round"]:
+        raise ConfigError(f"{where('max_seeds')}: must be >= first_round ({values['first_round']}), got "
+                          f"{values['max_seeds']}")
+    return SequentialDesign(first_round=values["first_round"], step=values["step"], max_seeds=values["max_seeds"])
+
+
+def candidate_seeds(first: tuple[int, ...], seed: int, n: int) -> tuple[int, ...]:
+    """`n` run seeds in run order: `first`, then the replicate seeds derived from `seed` not among them.
+
+    `candidate_seeds((), seed, n)` is exactly the seeds of `seeds = n`; the first k of any longer
+    list are those of a shorter one, so raising max_seeds only appends seeds.
+    """
+    out, taken, r = list(first[:n]), set(first[:n]), 0
+    while len(out) < n:
+        s = derive_seed(seed, "replicate", r)
+        r += 1
+        if s not in taken:
+            out.append(s)
+            taken.add(s)
+    return tuple(out)
+
+
+def until_settled(spec: AblationSpec, *, max_seeds: int | None = None, first_round: int | None = None,
+                  step: int | None = None) -> AblationSpec:
+    """`spec` with seeds on demand: `armin ablation run SPEC --until-settled --max-seeds N`.
+
+    A fixed spec's seeds come first among the candidates (so its finished runs count), and its
+    first round is all of them, but at least DEFAULT_FIRST_ROUND (capped at max_seeds): below
+    that the family's level rarely lets a look settle anything. An adaptive spec keeps its
+    design; each given value replaces the spec's. Errors name the flags.
+    """
+    current = spec.sequential
+    if current is None:
+        if max_seeds is None:
+            raise ConfigError("--until-settled: needs --max-seeds N (the most seeds any arm gets)")
+        if isinstance(max_seeds, int) and max_seeds < len(spec.seeds):
+            raise ConfigError(f"--max-seeds: must be at least the spec's {len(spec.seeds)} seeds, got {max_seeds}")
+        default_first = max(len(spec.seeds), min(DEFAULT_FIRST_ROUND, max_seeds))
+        current = SequentialDesign(first_round=default_first, step=DEFAULT_STEP, max_seeds=max_seeds)
+    flags = {"max_seeds": "--max-seeds", "first_round": "--first-round", "step": "--step"}
+    design = sequential_design({"first_round": current.first_round if first_round is None else first_round,
+                                "step": current.step if step is None else step,
+                                "max_seeds": current.max_seeds if max_seeds is None else max_seeds},
+                               flags.__getitem__)
+    return dataclasses.replace(spec, seeds=candidate_seeds(spec.seeds, spec.seed, design.max_seeds), sequential=design)
+
+
 def _seeds(value: Any, seed: int, source: str) -> tuple[int, ...]:
     where = f"{source}: design.seeds"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -299,7 +398,8 @@ def _seeds(value: Any, seed: int, source: str) -> tuple[int, ...]:
         if len(value) < 2 or len(set(value)) != len(value):
             raise ConfigError(f"{where}: expected at least 2 distinct seeds, got {value!r}")
         return tuple(value)
-    raise ConfigError(f"{where}: expected a count (e.g. 5) or a list of integer seeds, got {value!r}")
+    raise ConfigError(f"{where}: expected a count (e.g. 5), a list of integer seeds or \"{ADAPTIVE}\", got "
+                      f"{value!r}")
 
 
 def _check_objective(objective: Objective, task, arms, model: ModelConfig, source: str) -> None:
@@ -326,7 +426,11 @@ def build_arm_run(spec: AblationSpec, arm: Arm, seed: int) -> RunConfig:
 
 
 def contract_hash(spec: AblationSpec) -> str:
-    """The hash of what every arm shares; arms, seeds and the ROPE may change without changing it."""
+    """The hash of what every arm shares, which makes runs comparable across runs of the spec.
+
+    Arms, seeds, the seed design (fixed or adaptive, max_seeds, first_round, step) and the ROPE may
+    change without changing it: they decide which runs exist, not what a run means.
+    """
     contract = {"task": to_mapping(spec.task), "model": to_mapping(spec.model),
                 "optimizer": to_mapping(spec.optimizer), "train": to_mapping(spec.train), "seed": spec.seed,
                 "objective": to_mapping(spec.objective)}

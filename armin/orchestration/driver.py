@@ -10,6 +10,11 @@ result (complete, pruned, diverged) or fails for good; an attempt whose worker o
 (lost), that was cancelled, or (in an ablation) that raised, is re-run and linked to the attempt it
 replaces. Everything needed to resume is in the database, so a killed driver picks up where it
 stopped.
+
+A plan that grows (an ablation with seeds on demand) is asked again for its slots whenever an
+attempt finishes and a worker is free (`refresh`), from the database's rows alone: a comparison
+whose round is complete gets its next seeds while other trials still run, and the study is
+complete only when the plan asks for nothing more and nothing runs.
 """
 
 from __future__ import annotations
@@ -27,13 +32,12 @@ import ray
 
 from armin.config import to_mapping
 from armin.errors import ArminError
-from armin.orchestration.plans import Plan, Slot
+from armin.orchestration.plans import LOST_BY_DRIVER, Plan, Slot
 from armin.orchestration.provenance import git_commit, versions
 from armin.orchestration.worker import Fault, trial_stream
 from armin.storage import Cost, Database, Metric, Study, Trial, TrialState, encode_value, utcnow
 
 POLL_S = 0.5  # how long the driver waits for any worker event before refreshing progress
-LOST_BY_DRIVER = "the driver stopped while this trial was running"
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Progress:
     diverged: int = 0
     lost: int = 0
     best: float | None = None
+    design: str | None = None  # a growing plan's state, e.g. "round 2/5 | seeds per arm: ..."
     done_at_start: int = 0  # results already in the database when this driver started
     started: float = field(default_factory=time.monotonic)
 
@@ -84,6 +89,7 @@ class Driver:
         self.running: dict[object, Running] = {}
         self.pending: list[Slot] = []
         self.expected: set[tuple[int, int]] = set()  # slot keys the plan asks for
+        self.stale = False  # an attempt finished since a growing plan was last asked for its slots
         self.direction = plan.objective.direction
         # row id -> wall-clock marks (begun, launched, started, result_sent, received, written): `armin bench study`
         self.timings: dict[int, dict[str, float]] = {}
@@ -128,21 +134,28 @@ class Driver:
                 row = latest.get(slot.key)
                 if row is None:
                     self.pending.append(slot)
-                elif self.retryable(row.state, row.attempt, row.failure_reason):
+                elif self.plan.retryable(row.state, row.attempt, row.failure_reason):
                     self.pending.append(Slot(slot.config_id, slot.replicate, slot.params, slot.seed, slot.arm,
                                              row.attempt + 1, row.id))
         self.plan.cleanup_stale()  # after our session: Optuna writes the same file
 
-    def retryable(self, state: TrialState, attempt: int, reason: str | None) -> bool:
-        """Driver deaths and Ctrl-C never use up retries; lost (and, in ablations, failed) attempts do."""
-        if state == TrialState.CANCELLED or (state == TrialState.LOST and reason == LOST_BY_DRIVER):
-            return True
-        if state == TrialState.LOST or (state == TrialState.FAILED and self.plan.retry_failed):
-            return attempt <= self.plan.max_retries
-        return False
+    def refresh(self) -> None:
+        """Ask a growing plan again, from the database, and queue the slots it adds."""
+        self.stale = False
+        with self.db.session() as s:
+            rows = s.query(Trial).filter_by(study_id=self.study_id).order_by(Trial.number).all()
+            slots = self.plan.expected_slots(rows)
+        for slot in slots:
+            if slot.key not in self.expected:  # queued, running and finished slots are all in `expected`
+                self.expected.add(slot.key)
+                self.pending.append(slot)
+        self.progress.total = len(self.expected)
+        self.progress.design = self.plan.describe_slots(self.expected)
 
     # ---- launching ------------------------------------------------------------------------------
     def next_slot(self) -> tuple[Slot, object] | None:
+        if not self.pending and self.stale and self.plan.grows:
+            self.refresh()
         if self.pending:
             slot = self.pending.pop(0)
             return slot, self.plan.handle_for(slot)
@@ -243,8 +256,9 @@ class Driver:
             row.failure_reason, row.traceback, row.diverged_step = reason, tb, diverged_step
         self.plan.tell(run.handle, state, value)  # after our session commits: Optuna writes the same file
         self.count(state, value)
+        self.stale = True
         slot = run.slot
-        if self.retryable(state, slot.attempt, reason):
+        if self.plan.retryable(state, slot.attempt, reason):
             self.pending.insert(0, Slot(slot.config_id, slot.replicate, slot.params, slot.seed, slot.arm,
                                         slot.attempt + 1, run.row_id))
 
@@ -262,7 +276,8 @@ class Driver:
                 p.best = value
 
     def initial_progress(self) -> None:
-        self.progress = Progress(total=self.plan.total)
+        self.progress = Progress(total=len(self.expected) if self.plan.grows else self.plan.total,
+                                 design=self.plan.describe_slots(self.expected))
         with self.db.session() as s:
             for row in s.query(Trial).filter_by(study_id=self.study_id):
                 if (row.config_id, row.seed) in self.expected:

@@ -2,8 +2,11 @@
 
 - `SearchPlan`: configurations come from Optuna (ask-and-tell), each trained on a few seeds;
   evaluations are reported so the spec's pruner can stop a trial.
-- `AblationPlan`: a fixed list of arms x seeds from an ablation spec. No sampler and no pruner:
-  stopping some arms early would censor the comparison. Failed trials are retried too.
+- `AblationPlan`: arms x seeds from an ablation spec. No sampler and no pruner: stopping some
+  arms early would censor the comparison. Failed trials are retried too. With seeds on demand
+  (`spec.sequential`) the slots grow by rounds: which seeds each arm still needs is decided by
+  `armin.stats.plan_seeds` from the outcomes in the database alone, so a resumed driver plans
+  exactly what the one before it would have.
 
 A *slot* is one (configuration, seed) to run; the driver keys slots by (config_id, seed).
 """
@@ -16,12 +19,16 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import optuna
+import pandas as pd
 
 from armin.config import to_mapping
 from armin.orchestration.ablation_spec import AblationSpec, build_arm_run, contract_hash
 from armin.orchestration.spec import StudySpec, build_run, make_pruner, make_sampler, spec_hash, suggest, trial_seed
+from armin.stats import STATE_OF_TRIAL, plan_seeds
 from armin.storage import Trial, TrialState
 from armin.training import RunConfig
+
+LOST_BY_DRIVER = "the driver stopped while this trial was running"
 
 @dataclass
 class Slot:
@@ -43,6 +50,7 @@ class Slot:
 class Plan(ABC):
     kind: str  # "search" | "ablation": the study row's kind
     retry_failed: bool  # re-run attempts that raised (ablations), or record them as final (searches)
+    grows: bool = False  # True: `expected_slots` asks for more as outcomes arrive (seeds on demand)
 
     def __init__(self, spec):
         self.spec = spec
@@ -71,9 +79,21 @@ class Plan(ABC):
     def cleanup_stale(self) -> None:
         """Close what a dead driver left open outside our tables."""
 
+    def retryable(self, state: TrialState, attempt: int, reason: str | None) -> bool:
+        """Driver deaths and Ctrl-C never use up retries; lost (and, in ablations, failed) attempts do."""
+        if state == TrialState.CANCELLED or (state == TrialState.LOST and reason == LOST_BY_DRIVER):
+            return True
+        if state == TrialState.LOST or (state == TrialState.FAILED and self.retry_failed):
+            return attempt <= self.max_retries
+        return False
+
     @abstractmethod
     def expected_slots(self, rows: list[Trial]) -> list[Slot]:
         """Every slot the study must have, given the attempts already in the database."""
+
+    def describe_slots(self, keys: set[tuple[int, int]]) -> str | None:
+        """A few words on how far the plan has grown (slot keys planned so far), for the progress line."""
+        return None
 
     def new_slot(self) -> tuple[Slot, object, list[Slot]] | None:
         """A fresh configuration beyond `expected_slots`: its first slot, its handle, its other seeds.
@@ -174,6 +194,8 @@ class AblationPlan(Plan):
 
     def __init__(self, spec: AblationSpec):
         super().__init__(spec)
+        self.grows = spec.sequential is not None
+        self.ids: dict[str, int] = {}  # arm name -> config_id, set by `expected_slots`
 
     @property
     def max_retries(self) -> int:
@@ -181,22 +203,86 @@ class AblationPlan(Plan):
 
     @property
     def total(self) -> int:
+        """Arms x seeds; with seeds on demand the most it may run (arms x max_seeds)."""
         return len(self.spec.arms) * len(self.spec.seeds)
 
     def digest(self) -> str:
         return contract_hash(self.spec)
 
     def expected_slots(self, rows: list[Trial]) -> list[Slot]:
-        """Arms keep their config_id by name across spec edits; new arms get the next ids."""
+        """Arms keep their config_id by name across spec edits; new arms get the next ids.
+
+        Fixed seeds: every arm x every seed. Seeds on demand: every (arm, candidate seed) already
+        in the database, plus the next round `seeds_to_run` asks for.
+        """
         ids = {row.arm: row.config_id for row in rows}
         next_id = max(ids.values(), default=-1) + 1
-        slots = []
         for arm in self.spec.arms:
             if arm.name not in ids:
                 ids[arm.name], next_id = next_id, next_id + 1
-            for rep, seed in enumerate(self.spec.seeds):
-                slots.append(Slot(ids[arm.name], rep, dict(arm.overrides), seed, arm=arm.name))
-        return slots
+        self.ids = ids
+        chosen = self.seeds_to_run(rows) if self.grows else {a.name: range(len(self.spec.seeds)) for a in self.spec.arms}
+        first = sorted(self.spec.arms, key=lambda a: a.name != self.spec.baseline)  # every comparison needs it
+        return [Slot(ids[arm.name], rep, dict(arm.overrides), self.spec.seeds[rep], arm=arm.name)
+                for arm in first for rep in chosen[arm.name]]
+
+    def outcomes(self, rows: list[Trial]) -> tuple[pd.DataFrame, dict[str, set[int]]]:
+        """The finished slots as `armin.stats` outcomes, and every slot's replicate index per arm.
+
+        One row per (arm, candidate seed) whose latest attempt is a result or failed for good (a
+        LOST or CANCELLED slot only once its retries are spent); a slot that is queued, running or
+        due for a retry has none. `seed` is the seed's index in the candidate order, so the
+        statistics see the pairs in run order (their looks are at the first n seeds run).
+        """
+        arms, index = {a.name for a in self.spec.arms}, {seed: i for i, seed in enumerate(self.spec.seeds)}
+        latest = {(row.arm, row.seed): row for row in sorted(rows, key=lambda r: r.number)
+                  if row.arm in arms and row.seed in index}
+        scheduled: dict[str, set[int]] = {a.name: set() for a in self.spec.arms}
+        finished = []
+        for (arm, seed), row in latest.items():
+            scheduled[arm].add(index[seed])
+            final = row.state.counts_as_result() or (
+                row.state.is_finished() and not self.retryable(row.state, row.attempt, row.failure_reason))
+            if final and row.state.name in STATE_OF_TRIAL:
+                value = row.objective
+                finished.append({"arm": arm, "seed": index[seed], "value": math.nan if value is None else value,
+                                 "state": STATE_OF_TRIAL[row.state.name]})
+        return pd.DataFrame(finished, columns=["arm", "seed", "value", "state"]), scheduled
+
+    def seeds_to_run(self, rows: list[Trial]) -> dict[str, list[int]]:
+        """Per arm, the replicate indices it must have: those scheduled, then the next round's.
+
+        `plan_seeds` says how many more runs each arm needs beyond its finished ones; those not
+        already scheduled are the next unscheduled seeds in the candidate order, so every arm runs
+        a prefix of the candidates and each new run has its pair.
+        """
+        s, design = self.spec, self.spec.sequential
+        df, scheduled = self.outcomes(rows)
+        need = plan_seeds(df, baseline=s.baseline, direction=s.objective.direction, rope=s.rope,
+                          max_seeds=design.max_seeds, first_round=design.first_round, step=design.step,
+                          arms=[a.name for a in s.arms])
+        ran = df.groupby("arm").size().to_dict()
+        out = {}
+        for arm in s.arms:
+            mine = scheduled[arm.name]
+            more = ran.get(arm.name, 0) + need.get(arm.name, 0) - len(mine)
+            fresh = [i for i in range(len(s.seeds)) if i not in mine][:max(more, 0)]
+            out[arm.name] = sorted(mine | set(fresh))
+        return out
+
+    def describe_slots(self, keys: set[tuple[int, int]]) -> str | None:
+        """`round 2/5 | seeds per arm: A 15, B 10 (max 30)`: the round of the arm planned furthest."""
+        if not self.grows:
+            return None
+        design, arm_of, seeds = self.spec.sequential, {i: name for name, i in self.ids.items()}, set(self.spec.seeds)
+        counts = {a.name: 0 for a in self.spec.arms}
+        for config_id, seed in keys:
+            if arm_of.get(config_id) in counts and seed in seeds:
+                counts[arm_of[config_id]] += 1
+        furthest = max(counts.values(), default=0)
+        current = 1 + sum(point < furthest for point in design.schedule)
+        shown = ", ".join(f"{arm} {n}" for arm, n in counts.items())
+        return f"round {current}/{design.looks} | seeds per arm: {shown} (max {design.max_seeds})"
 
     def build_run(self, slot: Slot) -> RunConfig:
         return build_arm_run(self.spec, self.spec.arm(slot.arm), slot.seed)
