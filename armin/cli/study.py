@@ -33,7 +33,24 @@ def add_run_commands(sub, kind: str, example: str) -> None:
         p.add_argument("--max-parallel", type=int, metavar="N", help="at most N trials at once (default: what fits)")
         p.add_argument("--force", action="store_true", help=f"continue a {kind} whose spec has changed")
         p.add_argument("--quiet", action="store_true", help="no live progress line")
+        if kind == "ablation":
+            add_until_settled_options(p)
         p.set_defaults(func=run_or_resume, kind=kind)
+
+
+def add_until_settled_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("seeds on demand", "Run a first round of seeds, then add seeds only to the arms whose "
+                                                "comparison with the baseline is unsettled (like [design] seeds = "
+                                                "\"adaptive\"; resume keeps the stored design).")
+    g.add_argument("--until-settled", action="store_true",
+                   help="add seeds until every comparison is settled or has --max-seeds seeds")
+    g.add_argument("--max-seeds", type=int, metavar="N", help="the most seeds any arm gets (required with "
+                                                              "--until-settled unless the spec is adaptive)")
+    g.add_argument("--first-round", type=int, metavar="N",
+                   help="seeds of every arm before the first look (default: the spec's seeds, at least 10 and at "
+                        "most --max-seeds)")
+    g.add_argument("--step", type=int, metavar="N", help="seeds added per round to an unsettled comparison "
+                                                         "(default: 5)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,19 +76,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     study.set_defaults(func=lambda args: (study.print_help(), 2)[1])
 
 
-def make_plan(kind: str, text: str, source: str):
-    """Parse and validate a spec of `kind` into its plan (before anything is written)."""
-    from armin.orchestration.ablation_spec import parse_ablation
+def make_plan(kind: str, text: str, source: str, args: argparse.Namespace | None = None,
+              stored: dict | None = None):
+    """Parse and validate a spec of `kind` into its plan (before anything is written).
+
+    For an ablation, `stored` is the resolved spec in the database (resume): a design made adaptive
+    by --until-settled is kept; the --until-settled flags in `args` then apply on top.
+    """
+    from armin.orchestration.ablation_spec import parse_ablation, until_settled
     from armin.orchestration.plans import AblationPlan, SearchPlan
     from armin.orchestration.spec import parse_spec
 
-    return AblationPlan(parse_ablation(text, source)) if kind == "ablation" else SearchPlan(parse_spec(text, source))
+    if kind != "ablation":
+        return SearchPlan(parse_spec(text, source))
+    spec = parse_ablation(text, source)
+    if spec.sequential is None and stored and stored.get("sequential"):
+        spec = until_settled(spec, **stored["sequential"])
+    flags = {k: getattr(args, k, None) for k in ("max_seeds", "first_round", "step")}
+    if getattr(args, "until_settled", False):
+        spec = until_settled(spec, **flags)
+    else:
+        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+        if given:
+            from armin.errors import ConfigError
+
+            raise ConfigError(f"{given[0]}: only applies with --until-settled")
+    return AblationPlan(spec)
 
 
 def describe(plan) -> str:
     s = plan.spec
     if plan.kind == "ablation":
-        return (f"ablation {s.name}: {len(s.arms)} arms x {len(s.seeds)} seeds, baseline {s.baseline!r}, objective "
+        d = s.sequential
+        seeds = f"{len(s.seeds)} seeds" if d is None else \
+            f"seeds on demand (first round {d.first_round}, +{d.step} per round, at most {d.max_seeds})"
+        return (f"ablation {s.name}: {len(s.arms)} arms x {seeds}, baseline {s.baseline!r}, objective "
                 f"{s.objective.direction} {s.objective.metric} (ROPE {s.rope:g})")
     return (f"study {s.name}: {s.search.n_trials} configurations x {s.search.seeds_per_config} seeds, "
             f"{s.search.sampler} sampler, {s.search.pruner} pruner, objective {s.objective.direction} "
@@ -89,14 +128,14 @@ def run_or_resume(args: argparse.Namespace) -> int:
         from armin.orchestration.spec import read_spec_text
 
         text = read_spec_text(args.spec)
-        plan = make_plan(args.kind, text, str(args.spec))  # validated before the database is touched
+        plan = make_plan(args.kind, text, str(args.spec), args)  # validated before the database is touched
         db = Database.open(path)
     else:
         db = Database.open(path, create=False)
         with db.session() as s:
             row = Study.find_or_raise_by_name(s, args.name)
-            text, kind = row.spec_text, row.kind
-        plan = make_plan(kind, text, f"{path}:{args.name}")
+            text, kind, stored = row.spec_text, row.kind, json.loads(row.spec_json)
+        plan = make_plan(kind, text, f"{path}:{args.name}", args, stored)
     return drive(plan, text, db, args)
 
 
@@ -104,8 +143,13 @@ def drive(plan, text, db, args) -> int:
     from armin.cli.progress import StudyProgress
     from armin.orchestration.driver import Driver
 
+    class Progress(StudyProgress):
+        def describe(self, p) -> str:  # a growing ablation's round and seeds per arm first
+            line = super().describe(p)
+            return line if p.design is None else f"{p.design} | {line}"
+
     print(f"{describe(plan)} | db {db.path}", flush=True)
-    with StudyProgress(enabled=not args.quiet) as progress:
+    with Progress(enabled=not args.quiet) as progress:
         driver = Driver(plan, text, db, address=args.address, max_parallel=args.max_parallel, force=args.force,
                         command=" ".join(["armin", *sys.argv[1:]]), on_progress=progress.update)
         try:
