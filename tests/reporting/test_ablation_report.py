@@ -251,3 +251,18 @@ def test_database_without_the_sequential_key_reads_as_fixed(tmp_path):
     out, md, _ = report(tmp_path, outcomes(), keep_key=False)
     assert "Design: fixed" in section(md, "Method") and not (out / "trace.csv").exists()
     assert "## Sequential trace" not in md
+
+
+def test_failed_for_good_run_takes_part_and_a_running_one_is_said_to_be_missing(tmp_path):
+    runs = replace(outcomes(), LSTM, 2, state="FAILED", value=None, time_per_step_s=None)
+    runs = replace(runs, PLAIN, 5, state="RUNNING", value=None, time_per_step_s=None)
+    out, md, _ = report(tmp_path, runs)
+    arms = pd.read_csv(out / "arms.csv").set_index("arm")
+    assert arms.loc[LSTM, "failed"] == 1 and arms.loc[PLAIN, "runs"] == 11  # the running slot is not a result
+    comp = pd.read_csv(out / "comparisons.csv").set_index("arm")
+    assert comp.loc[LSTM, "n_pairs"] == 12 and comp.loc[LSTM, "n_failed"] == 1
+    assert comp.loc[PLAIN, "n_pairs"] == 11
+    summary = section(md, "Summary")
+    assert "1 failed run scored as the worst value" in summary
+    assert "1 seed only the baseline ran, not used" in summary
+    assert "1 run still running or pruned, not in these verdicts." in summary
