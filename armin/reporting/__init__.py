@@ -1,1 +1,1 @@
-"""Reading the database back: study status now, comparison reports later."""
+"""Reading the database back: study status, queries, and reports whose verdicts come from `armin.stats`."""

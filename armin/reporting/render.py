@@ -100,12 +100,13 @@ def ablation_report(data: StudyData, out: Path) -> Report:
                 f"median, sd and a 95% Student-t interval of the mean over the finite values, this arm alone.",
         arms, "arms.csv", notes=wording.arm_notes(t, metric), tex=True))
     level = wording.percent(1 - t.level.each)
+    looks = "" if t.design is None else f" and K = {t.level.looks} looks"
     comp_cols = ["arm", "n_pairs", "mean_diff", "ci_low", "ci_high", "p_value", "p_equivalence", "verdict",
                  "n_diverged", "n_failed", "n_nan"]
     r.sections.append(Section(
         "Comparisons with the baseline (paired by seed)",
         f"mean_diff = arm − baseline in {metric}, over the seeds both ran, with its simultaneous {level} paired t "
-        f"interval (ci_low, ci_high; over the m = {t.level.m} comparisons{'' if t.design is None else ' and K = ' + str(t.level.looks) + ' looks'}). "
+        f"interval (ci_low, ci_high; over the m = {t.level.m} comparisons{looks}). "
         f"p_value: no difference, adjusted for the family; p_equivalence: a difference of at least the ROPE "
         f"±{t.rope:g}, adjusted likewise. The verdict follows from them (see Method); n_diverged, n_failed, n_nan "
         f"count the runs of both arms among the pairs that had no finite value and were scored as the worst.",
@@ -124,14 +125,15 @@ def ablation_report(data: StudyData, out: Path) -> Report:
             notes=wording.trace_notes(t)))
     if t.effects is not None:
         elevel = wording.percent(1 - t.effects_level.each)
+        interaction = ("; a two-way interaction is half the difference of the simple effects, ((a1b1 − a0b1) − "
+                       "(a1b0 − a0b0)) / 2, so in a 2×2 design every effect is the mean where its contrast is + minus "
+                       "the mean where it is −" if len(t.factors) >= 2 else "")
         r.sections.append(Section(
             "Factor effects",
             f"One table, one scale: every effect is a difference of mean {metric} in its own units, per seed then "
             f"over seeds. A main effect is the level's mean minus the reference level's (the first listed), "
-            f"averaged over the other factors; a two-way interaction is half the difference of the simple effects, "
-            f"((a1b1 − a0b1) − (a1b0 − a0b0)) / 2, so in a 2×2 design every effect is the mean where its contrast "
-            f"is + minus the mean where it is −. Seeds with every factorial cell only (extra arms are not in it), "
-            f"non-finite runs scored as the worst; simultaneous {elevel} t intervals over the m = "
+            f"averaged over the other factors{interaction}. Seeds with every factorial cell only (extra arms are not "
+            f"in it), non-finite runs scored as the worst; simultaneous {elevel} t intervals over the m = "
             f"{t.effects_level.m} effects, verdict by the comparison rule ('better': the level improves {metric}).",
             t.effects, "effects.csv",
             columns=["effect", "factor_a", "level_a", "factor_b", "level_b", "n_seeds", "estimate", "ci_low",

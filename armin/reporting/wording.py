@@ -218,7 +218,8 @@ def comparison_notes(t: AblationTables) -> dict[int, list[str]]:
     for i, row in enumerate(t.comparisons.itertuples()):
         mine = []
         if row.n_pairs < 2:
-            mine.append("Not compared yet: " + (row.stop if t.design is not None else "fewer than 2 paired seeds") + ".")
+            why = row.stop if t.design is not None else "fewer than 2 paired seeds"
+            mine.append(f"Not compared yet: {why}.")
         elif not (math.isfinite(row.ci_low) and math.isfinite(row.ci_high)):
             mine.append(f"The differences are the same on every seed; their exact sign-flip interval is unbounded "
                         f"below {flip} pairs.")
