@@ -11,11 +11,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The main job: the quick ablation (addressing x cell on copy, 3 seeds, local Ray, ./armin.db),
-# then its report in reports/copy-ablation-quick/ (index.html, report.md, CSV, figures).
+# The main job: the copy-memory ablation (ARMIN vs its LSTM-cell variant vs a plain LSTM on copy,
+# seeds on demand, local Ray, ./armin.db), then its report in reports/copy-memory/ (index.html,
+# report.md, report.tex, CSV, figures).
 demo: $(VENV)/.installed
-	$(VENV)/bin/armin ablation run ablations/copy_quick.toml --db armin.db
-	$(VENV)/bin/armin report copy-ablation-quick --db armin.db --out reports/copy-ablation-quick
+	$(VENV)/bin/armin ablation run ablations/copy_memory.toml --db armin.db
+	$(VENV)/bin/armin report copy-memory --db armin.db --out reports/copy-memory
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
