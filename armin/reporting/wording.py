@@ -143,6 +143,19 @@ def speed_sentence(t: AblationTables) -> str | None:
     return text + "."
 
 
+def reach(t: AblationTables) -> str | None:
+    """What this design cannot conclude at all: its most pairs (max_seeds, or the seeds run) against the rule's minimums."""
+    most = t.design.max_seeds if t.design is not None else int(t.runs.groupby("arm")["seed"].nunique().max() or 0)
+    flip, guard = flip_min_pairs(t.level), guard_min_pairs(t.level, RARE_SHARE)
+    where = f"max_seeds = {most}" if t.design is not None else f"{plural(most, 'seed')} per arm"
+    if most < flip:
+        return (f"With {where}, no verdict is reachable at this level: a difference needs {flip} pairs, "
+                f"'equivalent' {guard}.")
+    if most < guard:
+        return f"With {where}, 'equivalent' is not reachable at this level: the guard needs {guard} pairs."
+    return None
+
+
 def summary(data: StudyData, t: AblationTables) -> list[str]:
     """The report's first block: one line per comparison, then speed and what no verdict covers."""
     source = data_note(data)
@@ -154,6 +167,9 @@ def summary(data: StudyData, t: AblationTables) -> list[str]:
              "nondeterminism or the hyperparameters (held fixed).")
     if t.not_finished:
         scope = f"{plural(t.not_finished, 'run')} still running or pruned, not in these verdicts. " + scope
+    limit = reach(t) if len(t.runs) else None
+    if limit:
+        lines.append(limit)
     lines.append(scope)
     return lines
 
@@ -178,7 +194,7 @@ def method(data: StudyData, t: AblationTables) -> str:
     flip, guard = flip_min_pairs(lv), guard_min_pairs(lv, RARE_SHARE)
     worst_side = "largest" if t.direction == "minimize" else "smallest"
     paragraphs = [
-        design_words(t),
+        design_words(t) + (" " + reach(t) if len(t.runs) and reach(t) else ""),
         (f"Family: m = {m} comparisons with the baseline {t.baseline!r} on {metric}, K = {k}, family-wise "
          f"alpha = {ALPHA:g} split by Bonferroni: each comparison is decided at a = alpha / (m K) = {num(lv.each)}. "
          f"The interval is the two-sided paired Student-t interval of the mean difference (arm {MINUS} baseline) at "

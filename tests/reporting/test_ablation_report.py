@@ -74,6 +74,7 @@ def test_summary_block_states_each_verdict_with_interval_n_level_and_data(tmp_pa
     assert "not the full data set" in lstm_line  # the runs' data_source is a shipped sample
     plain_line = next(line for line in block.splitlines() if f"arm '{PLAIN}'" in line)
     assert comp.loc[PLAIN, "verdict"] in plain_line
+    assert "- With 12 seeds per arm, 'equivalent' is not reachable at this level: the guard needs 13 pairs." in block
     assert "Speed (time per training step" in block and f"'{LSTM}' slower" in block and f"'{PLAIN}' faster" in block
     assert '<section id="summary"><h2>Summary</h2><ul><li>arm' in html
     assert html.index('id="summary"') < html.index("<h2>Arms</h2>")
@@ -232,6 +233,7 @@ def test_sequential_trace_shows_each_comparisons_looks_and_why_it_stopped(tmp_pa
     assert "Design: sequential" in method and "looks at 10, 15, 20 pairs (K = 3)" in method
     assert "per arm cell=armin: 20, cell=lstm: 10, plain_lstm: 20" in method  # seeds counted from the data
     assert "10 seeds only the baseline ran" in section(md, "Summary")
+    assert "not reachable" not in md  # max_seeds 20 reaches both minimums (8 and 17 pairs)
     prov = pd.read_csv(out / "provenance.csv").set_index("item")["value"]
     assert prov["seeds"].endswith("(run so far, of 20 candidate seeds)")
     assert '<img alt="Sequential trace" src="data:image/png;base64,' in html
