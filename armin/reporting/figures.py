@@ -118,10 +118,10 @@ def sequential_trace(trace: pd.DataFrame, baseline: str, metric: str, rope: floa
         return None
     sns.set_theme(style="whitegrid", context="paper")
     arms = list(dict.fromkeys(trace["arm"]))
-    fig, axes = plt.subplots(1, len(arms), figsize=(3.4 * len(arms) + 0.6, 3.2), squeeze=False, sharey=True)
-    left, right = _finite_span(trace["ci_low"].to_numpy(float), trace["ci_high"].to_numpy(float), rope)
-    for ax, arm in zip(axes[0], arms):
+    fig, axes = plt.subplots(1, len(arms), figsize=(3.4 * len(arms) + 0.6, 3.2), squeeze=False)
+    for ax, arm in zip(axes[0], arms):  # each on its own scale: one large effect must not flatten the others
         mine = trace[trace["arm"] == arm]
+        left, right = _finite_span(mine["ci_low"].to_numpy(float), mine["ci_high"].to_numpy(float), rope)
         ax.axhspan(-rope, rope, color="#d6eaf8")
         ax.axhline(0, color="black", lw=0.8)
         for row in mine.itertuples():
@@ -133,6 +133,7 @@ def sequential_trace(trace: pd.DataFrame, baseline: str, metric: str, rope: floa
         ax.set_title(f"{arm}\n{mine['stop'].iloc[-1]}", fontsize=7)
         ax.set_xlabel("paired seeds")
     axes[0][0].set_ylabel(f"{metric}: arm − {baseline!r}")
+    fig.subplots_adjust(wspace=0.3)
     seen = [v for v in VERDICT_COLORS if v in set(trace["verdict"])]
     axes[0][-1].legend(handles=[plt.Line2D([], [], color=VERDICT_COLORS[v], marker="o", lw=2, label=v) for v in seen],
                        fontsize=7, loc="best")
