@@ -271,7 +271,7 @@ class AblationPlan(Plan):
         return out
 
     def describe_slots(self, keys: set[tuple[int, int]]) -> str | None:
-        """`round 2/5 | seeds per arm: A 15, B 10 (max 30)`: the round of the arm planned furthest."""
+        """`round 2/5 | seeds per arm: A 15; B 10 (max 30)`: the round of the arm planned furthest."""
         if not self.grows:
             return None
         design, arm_of, seeds = self.spec.sequential, {i: name for name, i in self.ids.items()}, set(self.spec.seeds)
@@ -281,7 +281,7 @@ class AblationPlan(Plan):
                 counts[arm_of[config_id]] += 1
         furthest = max(counts.values(), default=0)
         current = 1 + sum(point < furthest for point in design.schedule)
-        shown = ", ".join(f"{arm} {n}" for arm, n in counts.items())
+        shown = "; ".join(f"{arm} {n}" for arm, n in counts.items())  # arm names may hold commas
         return f"round {current}/{design.looks} | seeds per arm: {shown} (max {design.max_seeds})"
 
     def build_run(self, slot: Slot) -> RunConfig:

@@ -256,15 +256,18 @@ def test_adaptive_ablation_settles_the_clear_comparison_early_and_grows_only_the
     per_arm = pd.Series([arm for _, arm, *_ in rows]).value_counts().to_dict()
     assert per_arm == {"n_slots=2": 12, "same": 12, "n_slots=16": 8}  # 32 runs where a fixed design makes 36
     assert status == "complete" and progress.done == progress.total == 32
-    assert "round 2/2 | seeds per arm: n_slots=2 12, n_slots=16 8, same 12 (max 12)" in seen
+    assert "round 2/2 | seeds per arm: n_slots=2 12; n_slots=16 8; same 12 (max 12)" in seen
     seeds = stored["seeds"]
     assert all(seed == seeds[rep] for _, _, rep, seed, *_ in rows)  # every arm ran a prefix of the candidates
     db = Database.open(tmp_path / "armin.db", readonly=True)
     with db.session() as s:
         plan = AblationPlan(load_ablation(tmp_path / "abl.toml"))
         df, _ = plan.outcomes(Study.find_or_raise_by_name(s, "abl").trials)
-    table = compare_arms(df, baseline="n_slots=2", direction="maximize", rope=0.1, sequential=True, first_round=8,
-                         step=4, max_seeds=12).set_index("arm")
+    wide = df.pivot(index="seed", columns="arm", values="value")
+    assert (wide["same"] == wide["n_slots=2"]).all()  # the premise: one config, one seed, one result
+    design = dict(baseline="n_slots=2", direction="maximize", rope=0.1, first_round=8, step=4, max_seeds=12)
+    assert plan_seeds(df, **design) == {}
+    table = compare_arms(df, sequential=True, **design).set_index("arm")
     assert table.loc["n_slots=16", "verdict"] == "better" and table.loc["n_slots=16", "look"] == 8
     assert table.loc["same", "verdict"] == "inconclusive" and "max_seeds" in table.loc["same", "stop"]
 
@@ -324,7 +327,7 @@ def test_sigkilled_adaptive_driver_resumes_mid_round_without_losing_or_duplicati
     resumed = subprocess.run([*ARMIN, "ablation", "resume", "abl", "--db", str(db_path), "--address", ray_cluster],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert "round 3/3 | seeds per arm: base 6, same 6 (max 6)" in resumed.stdout + resumed.stderr
+    assert "round 3/3 | seeds per arm: base 6; same 6 (max 6)" in resumed.stdout + resumed.stderr
     db = Database.open(db_path, readonly=True)
     with db.session() as s:
         study = Study.find_or_raise_by_name(s, "abl")
