@@ -230,6 +230,13 @@ def test_slots_running_queued_or_due_for_a_retry_are_planned_once():
     assert len(df) == 25 and scheduled["same"] == set(range(10))  # the lost and the failed slots are not results
 
 
+def test_arms_that_finish_before_the_baseline_plan_the_first_round_only():
+    plan = AblationPlan(parse_ablation(dump(CLEAR), "c.toml"))
+    outcomes = {(a, r): TrialState.RUNNING for a in ("n_slots=2", "n_slots=16", "same") for r in range(8)}
+    outcomes[("n_slots=16", 0)] = outcomes[("same", 3)] = TrialState.COMPLETE  # many workers, a faster arm
+    assert planned(plan, rows_of(plan, outcomes)) == planned(plan, [])
+
+
 def test_a_slot_failed_for_good_is_an_outcome_and_the_plan_goes_on():
     plan = AblationPlan(parse_ablation(dump(TWINS), "t.toml"))
     outcomes = {(arm, r): TrialState.COMPLETE for arm in ("base", "same") for r in range(2)}
