@@ -25,10 +25,9 @@ from armin.config import to_mapping
 from armin.orchestration.ablation_spec import AblationSpec, build_arm_run, contract_hash
 from armin.orchestration.spec import StudySpec, build_run, make_pruner, make_sampler, spec_hash, suggest, trial_seed
 from armin.stats import STATE_OF_TRIAL, plan_seeds
-from armin.storage import Trial, TrialState
+from armin.storage import LOST_BY_DRIVER, Trial, TrialState  # noqa: F401 (LOST_BY_DRIVER re-exported)
 from armin.training import RunConfig
 
-LOST_BY_DRIVER = "the driver stopped while this trial was running"
 
 @dataclass
 class Slot:
@@ -80,12 +79,8 @@ class Plan(ABC):
         """Close what a dead driver left open outside our tables."""
 
     def retryable(self, state: TrialState, attempt: int, reason: str | None) -> bool:
-        """Driver deaths and Ctrl-C never use up retries; lost (and, in ablations, failed) attempts do."""
-        if state == TrialState.CANCELLED or (state == TrialState.LOST and reason == LOST_BY_DRIVER):
-            return True
-        if state == TrialState.LOST or (state == TrialState.FAILED and self.retry_failed):
-            return attempt <= self.max_retries
-        return False
+        """Whether a finished attempt is run again (`TrialState.is_retried` with this plan's settings)."""
+        return state.is_retried(attempt, reason, max_retries=self.max_retries, retry_failed=self.retry_failed)
 
     @abstractmethod
     def expected_slots(self, rows: list[Trial]) -> list[Slot]:

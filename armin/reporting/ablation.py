@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from armin.reporting.data import StudyData
+from armin.storage import TrialState
 from armin.stats import (DEFAULT_RARE_SHARE, STATE_OF_TRIAL, Level, SequentialDesign, compare_arms,
                          comparison_trace, factorial_effects, score, summarize_arms)
 
@@ -24,7 +25,7 @@ ALPHA = 0.05  # family-wise error rate of every family of verdicts in a report
 RARE_SHARE = DEFAULT_RARE_SHARE  # share of seeds a hidden failure mode must hit for the equivalence guard to see it
 SPEED_ROPE = math.log(1.05)  # time-per-step ratios within 5% of the baseline count as "the same speed"
 SPEED_VERDICTS = {"better": "faster", "worse": "slower", "equivalent": "same speed", "inconclusive": "inconclusive"}
-RUN_COLUMNS = ["arm", "seed", "value", "state", "db_state", "score"]
+RUN_COLUMNS = ["arm", "seed", "replicate", "value", "state", "db_state", "score"]
 
 
 @dataclass
@@ -47,7 +48,7 @@ class AblationTables:
     speed_level: Level
     worst: float  # the value non-finite runs are scored as
     speed_excluded: pd.DataFrame  # runs left out of the speed comparison (no finite positive time per step)
-    not_finished: int  # slots whose latest attempt is still running or was pruned (not in `runs`)
+    not_finished: int  # slots whose latest attempt is running, pruned or due for a retry (not in `runs`)
 
 
 def arm_levels(spec: dict) -> dict[str, dict[str, object]]:
@@ -65,18 +66,39 @@ def sequential_design(spec: dict) -> SequentialDesign | None:
                             max_seeds=int(seq["max_seeds"]))
 
 
-def runs_table(final: pd.DataFrame, arm_order: list[str], direction: str) -> pd.DataFrame:
-    """One row per finished (arm, seed) slot of the ablation's arms, as the engine reads it."""
-    finished = final[final["arm"].isin(arm_order) & final["state"].isin(STATE_OF_TRIAL)]
-    runs = pd.DataFrame({"arm": finished["arm"].astype(object), "seed": finished["seed"].astype(int),
+def runs_table(final: pd.DataFrame, spec: dict, direction: str) -> pd.DataFrame:
+    """One row per finished (arm, seed) slot of the ablation's arms, as the engine reads it.
+
+    A slot is finished when its latest attempt is a result or failed for good: a LOST or
+    CANCELLED (or FAILED) attempt that the driver will retry (`TrialState.is_retried`, the
+    driver's own rule) is not an outcome yet. `replicate` is the seed's position in the spec's
+    run order, the key the engine pairs and orders by, so a sequential design's looks are at the
+    first n seeds run, exactly as the driver planned them.
+    """
+    arm_order = [a["name"] for a in spec["arms"]]
+    order = {int(seed): i for i, seed in enumerate(spec["seeds"])}
+    final = final[final["arm"].isin(arm_order) & final["state"].isin(STATE_OF_TRIAL)]
+    retried = [TrialState[row.state].is_retried(int(row.attempt), row.failure_reason,
+                                                max_retries=int(spec.get("max_retries", 0)), retry_failed=True)
+               for row in final.itertuples()]
+    finished = final[~np.asarray(retried, dtype=bool)]
+    seeds = finished["seed"].astype(int)
+    late = sorted(set(seeds) - set(order))  # seeds outside the stored order (none unless the spec shrank): last
+    order |= {seed: len(order) + i for i, seed in enumerate(late)}
+    runs = pd.DataFrame({"arm": finished["arm"].astype(object), "seed": seeds, "replicate": seeds.map(order),
                          "value": pd.to_numeric(finished["objective"], errors="coerce").astype(float),
                          "state": finished["state"].map(STATE_OF_TRIAL).astype(object),
                          "db_state": finished["state"].astype(object)}).reset_index(drop=True)
     if runs.empty:
         return runs.assign(score=pd.Series(dtype=float))[RUN_COLUMNS]
-    scored = score(runs, direction)
-    long = scored.wide.stack().rename("score").reset_index()
-    return runs.merge(long, on=["arm", "seed"], how="left")[RUN_COLUMNS]
+    scored = score(engine_runs(runs), direction)
+    long = scored.wide.stack().rename("score").reset_index().rename(columns={"seed": "replicate"})
+    return runs.merge(long, on=["arm", "replicate"], how="left")[RUN_COLUMNS]
+
+
+def engine_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs table in the engine's columns, paired and ordered by replicate (run order)."""
+    return runs[["arm", "replicate", "value", "state"]].rename(columns={"replicate": "seed"})
 
 
 def _compare(runs: pd.DataFrame, baseline: str, family: list[str], design: SequentialDesign | None,
@@ -86,7 +108,7 @@ def _compare(runs: pd.DataFrame, baseline: str, family: list[str], design: Seque
         runs = runs.iloc[0:0]
     seq = dict(sequential=True, first_round=design.first_round, step=design.step,
                max_seeds=design.max_seeds) if design else {}
-    table = compare_arms(runs[["arm", "seed", "value", "state"]], baseline=baseline, alpha=ALPHA,
+    table = compare_arms(engine_runs(runs), baseline=baseline, alpha=ALPHA,
                          rare_share=RARE_SHARE, arms=family, **seq, **kw)
     return table.set_index("arm").reindex(family).reset_index()
 
@@ -100,7 +122,7 @@ def ablation_tables(data: StudyData) -> AblationTables:
     family = [a for a in arm_order if a != baseline]
     design = sequential_design(spec)
     final = data.final[data.final["arm"].isin(arm_order)]
-    runs = runs_table(final, arm_order, direction)
+    runs = runs_table(final, spec, direction)
 
     # ---- per arm: every outcome counted, the finite values summarised
     arms = summarize_arms(runs, arms=arm_order)
@@ -112,7 +134,7 @@ def ablation_tables(data: StudyData) -> AblationTables:
     trace = None
     if design is not None:
         paired = runs if baseline in set(runs["arm"]) else runs.iloc[0:0]
-        trace = comparison_trace(paired[["arm", "seed", "value", "state"]], baseline=baseline, direction=direction,
+        trace = comparison_trace(engine_runs(paired), baseline=baseline, direction=direction,
                                  rope=rope, alpha=ALPHA, first_round=design.first_round, step=design.step,
                                  max_seeds=design.max_seeds, rare_share=RARE_SHARE, arms=family)
         trace = (trace.assign(_order=trace["arm"].map({a: i for i, a in enumerate(family)}))
@@ -124,7 +146,7 @@ def ablation_tables(data: StudyData) -> AblationTables:
     factors = list(next(iter(levels.values())).keys()) if levels else []
     effects, effects_level = None, None
     if factors and not runs[runs["arm"].isin(levels)].empty:
-        effects = factorial_effects(runs[["arm", "seed", "value", "state"]], levels, direction=direction, rope=rope,
+        effects = factorial_effects(engine_runs(runs), levels, direction=direction, rope=rope,
                                     alpha=ALPHA, rare_share=RARE_SHARE)
         if effects.empty:
             effects = None
@@ -143,7 +165,7 @@ def ablation_tables(data: StudyData) -> AblationTables:
                           direction=direction, rope=rope, design=design, level=level, effects_level=effects_level,
                           speed_level=Level(alpha=ALPHA, m=max(1, len(family))), worst=worst,
                           speed_excluded=speed_excluded,
-                          not_finished=int((~final["state"].isin(STATE_OF_TRIAL)).sum()))
+                          not_finished=len(final) - len(runs))
 
 
 def _param_count(values: pd.Series) -> object:
@@ -162,7 +184,7 @@ def cost_table(final: pd.DataFrame, arm_order: list[str], baseline: str) -> tupl
     t = pd.to_numeric(final["time_per_step_s"], errors="coerce").astype(float)
     timed = final[np.isfinite(t) & (t > 0)]
     excluded = final.loc[~final.index.isin(timed.index), ["arm", "seed", "state", "time_per_step_s"]]
-    speed_runs = pd.DataFrame({"arm": timed["arm"].astype(object), "seed": timed["seed"].astype(int),
+    speed_runs = pd.DataFrame({"arm": timed["arm"].astype(object), "replicate": timed["seed"].astype(int),
                                "value": np.log(timed["time_per_step_s"].astype(float)), "state": "complete"})
     family = [a for a in arm_order if a != baseline]
     speed = _compare(speed_runs, baseline, family, None, direction="minimize", rope=SPEED_ROPE).set_index("arm")

@@ -166,7 +166,7 @@ def summary(data: StudyData, t: AblationTables) -> list[str]:
     scope = ("Intervals cover seed-to-seed training randomness only: not the evaluation set (fixed), hardware "
              "nondeterminism or the hyperparameters (held fixed).")
     if t.not_finished:
-        scope = f"{plural(t.not_finished, 'run')} still running or pruned, not in these verdicts. " + scope
+        scope = f"{plural(t.not_finished, 'run')} still running, due for a retry or pruned, not in these verdicts. " + scope
     limit = reach(t) if len(t.runs) else None
     if limit:
         lines.append(limit)

@@ -2,6 +2,7 @@
 
 from armin.storage.db import BUSY_TIMEOUT_MS, Database, StorageError, utcnow
 from armin.storage.models import (
+    LOST_BY_DRIVER,
     SCHEMA_VERSION,
     STUDY_KINDS,
     STUDY_STATUSES,
@@ -18,6 +19,7 @@ from armin.storage.models import (
 )
 
 __all__ = [
+    "LOST_BY_DRIVER",
     "BUSY_TIMEOUT_MS",
     "SCHEMA_VERSION",
     "STUDY_KINDS",

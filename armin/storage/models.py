@@ -52,6 +52,10 @@ def utcnow() -> datetime:
 # ---- enums ----------------------------------------------------------------------------------------
 
 
+#: The failure reason of attempts a driver left RUNNING when it stopped (marked LOST by the next one).
+LOST_BY_DRIVER = "the driver stopped while this trial was running"
+
+
 class TrialState(enum.IntEnum):
     """What became of one attempt. Stored by name, so the numbers may be reordered freely."""
 
@@ -69,6 +73,18 @@ class TrialState(enum.IntEnum):
     def counts_as_result(self) -> bool:
         """True if the attempt says something about its configuration (it is not retried)."""
         return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.DIVERGED)
+
+    def is_retried(self, attempt: int, reason: str | None, *, max_retries: int, retry_failed: bool) -> bool:
+        """Whether a finished attempt is run again: the driver's retry rule, which the report reads rows by.
+
+        Driver deaths and Ctrl-C never use up retries; lost (and, where `retry_failed`, failed)
+        attempts do, `max_retries` times. A finished attempt that is not retried is final.
+        """
+        if self == TrialState.CANCELLED or (self == TrialState.LOST and reason == LOST_BY_DRIVER):
+            return True
+        if self == TrialState.LOST or (self == TrialState.FAILED and retry_failed):
+            return attempt <= max_retries
+        return False
 
 
 class ValueKind(enum.IntEnum):

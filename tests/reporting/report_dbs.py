@@ -49,11 +49,12 @@ class Run:
     time_per_step_s: float | None = 0.01  # None: no cost row
     n_params: int = 92_518
     diverged_step: int | None = None
+    attempt: int = 1  # above the spec's max_retries (2): a failed or lost attempt that is final
 
 
 def write_ablation(path: Path, runs: list[Run], *, name: str = "synthetic", seeds: int = 12, rope: float = 0.5,
                    sequential: dict | None = None, keep_key: bool = True, data_source: str = "generated") -> Path:
-    """A finished ablation with these runs (one attempt each). `keep_key=False` drops `sequential`
+    """A finished ablation with these runs (one row each, attempt `Run.attempt`). `keep_key=False` drops `sequential`
     from the spec JSON, as databases written before adaptive seeds have it."""
     text = SPEC.format(name=name, seeds=seeds, rope=rope)
     plan = AblationPlan(parse_ablation(text, f"{name}.toml"))
@@ -74,7 +75,7 @@ def write_ablation(path: Path, runs: list[Run], *, name: str = "synthetic", seed
             arm = plan.spec.arm(run.arm)
             overrides = dict(arm.overrides)
             trial = Trial(study_id=study.id, number=number, config_id=arms.index(run.arm), replicate=run.replicate,
-                          seed=plan.spec.seeds[run.replicate], attempt=1, state=TrialState[run.state],
+                          seed=plan.spec.seeds[run.replicate], attempt=run.attempt, state=TrialState[run.state],
                           params_json=json.dumps(overrides), arm=run.arm,
                           arch=overrides.get("model.arch", "armin"), cell=overrides.get("model.cell", "lstm"),
                           worker_host="test", device="cpu", data_source=data_source,

@@ -2,6 +2,7 @@
 NaN values and the sequential trace. The numbers are checked against the engine (`armin.stats`) run on the
 runs the database holds, so the report is shown to say what the statistics say."""
 
+import json
 import math
 import re
 
@@ -258,7 +259,7 @@ def test_database_without_the_sequential_key_reads_as_fixed(tmp_path):
 
 
 def test_failed_for_good_run_takes_part_and_a_running_one_is_said_to_be_missing(tmp_path):
-    runs = replace(outcomes(), LSTM, 2, state="FAILED", value=None, time_per_step_s=None)
+    runs = replace(outcomes(), LSTM, 2, state="FAILED", value=None, time_per_step_s=None, attempt=3)  # retries spent
     runs = replace(runs, PLAIN, 5, state="RUNNING", value=None, time_per_step_s=None)
     out, md, _ = report(tmp_path, runs)
     arms = pd.read_csv(out / "arms.csv").set_index("arm")
@@ -269,4 +270,40 @@ def test_failed_for_good_run_takes_part_and_a_running_one_is_said_to_be_missing(
     summary = section(md, "Summary")
     assert "1 failed run scored as the worst value" in summary
     assert "1 seed only the baseline ran, not used" in summary
-    assert "1 run still running or pruned, not in these verdicts." in summary
+    assert "1 run still running, due for a retry or pruned, not in these verdicts." in summary
+
+
+def test_attempts_the_driver_will_retry_are_not_outcomes_yet(tmp_path):
+    # the driver's retry rule (TrialState.is_retried): a failed attempt with retries left, a lost
+    # one, and one the driver lost when it stopped are all run again, so none is a result yet
+    from armin.storage import LOST_BY_DRIVER, TrialState
+
+    assert TrialState.FAILED.is_retried(1, None, max_retries=2, retry_failed=True)
+    assert not TrialState.FAILED.is_retried(3, None, max_retries=2, retry_failed=True)
+    assert TrialState.LOST.is_retried(9, LOST_BY_DRIVER, max_retries=2, retry_failed=True)
+    assert TrialState.CANCELLED.is_retried(9, None, max_retries=2, retry_failed=True)
+    runs = replace(outcomes(), LSTM, 2, state="FAILED", value=None, time_per_step_s=None, attempt=1)
+    runs = replace(runs, LSTM, 3, state="LOST", value=None, time_per_step_s=None, attempt=3)  # lost for good
+    out, md, _ = report(tmp_path, runs)
+    arms = pd.read_csv(out / "arms.csv").set_index("arm")
+    assert arms.loc[LSTM, "runs"] == 11 and arms.loc[LSTM, "failed"] == 1
+    comp = pd.read_csv(out / "comparisons.csv").set_index("arm")
+    assert comp.loc[LSTM, "n_pairs"] == 11 and comp.loc[LSTM, "n_failed"] == 1
+    assert "1 run still running, due for a retry or pruned, not in these verdicts." in section(md, "Summary")
+
+
+def test_sequential_looks_follow_the_run_order_not_the_seed_values(tmp_path):
+    # The engine's looks take the first n pairs, so the report must order them as the driver ran
+    # them (the candidate order in spec["seeds"]), not by seed value. Here the LSTM cell is 3 bits
+    # worse on the first 10 seeds run and the same afterwards: in run order the first look settles.
+    runs = outcomes(20, lstm_shift=0.0)
+    runs = [Run(**{**r.__dict__, "value": r.value + 3.0}) if r.arm == LSTM and r.replicate < 10 else r for r in runs]
+    out, _, _ = report(tmp_path, runs, seeds=20, sequential=SEQUENTIAL)
+    table = pd.read_csv(out / "runs.csv")
+    order = json.loads((out / "spec.json").read_text())["seeds"]
+    assert [order[r] for r in table["replicate"]] == list(table["seed"])
+    trace = pd.read_csv(out / "trace.csv").set_index("arm")
+    assert trace.loc[[LSTM]].iloc[0]["n_pairs"] == 10 and trace.loc[[LSTM]].iloc[0]["verdict"] == "worse"
+    by_value = compare_arms(table[["arm", "seed", "value", "state"]], baseline=BASELINE, direction="minimize",
+                            rope=0.5, sequential=True, **SEQUENTIAL).set_index("arm")
+    assert (by_value.loc[LSTM, "look"], by_value.loc[LSTM, "verdict"]) != (10, "worse")  # the premise: order matters
