@@ -27,9 +27,11 @@ def study_summary(db: Database, name: str) -> str:
             total = len(spec["arms"]) * len(spec["seeds"])
         else:
             total = spec["search"]["n_trials"] * spec["search"]["seeds_per_config"]
+        # seeds on demand: the total is every candidate seed of every arm, which the design may never need
+        of = f"{total} at most" if spec.get("sequential") else f"{total}"
         lines = [f"{study.kind} {study.name} ({study.status}), created {study.created_at:%Y-%m-%d %H:%M:%S} UTC, "
                  f"elapsed {(study.updated_at - study.created_at).total_seconds() / 60:.1f} min",
-                 f"results {results}/{total}; attempts by state: " +
+                 f"results {results}/{of}; attempts by state: " +
                  (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")]
         if study.kind == "ablation":
             lines += arm_lines(study, objective["metric"])

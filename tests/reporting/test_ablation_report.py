@@ -307,3 +307,13 @@ def test_sequential_looks_follow_the_run_order_not_the_seed_values(tmp_path):
     by_value = compare_arms(table[["arm", "seed", "value", "state"]], baseline=BASELINE, direction="minimize",
                             rope=0.5, sequential=True, **SEQUENTIAL).set_index("arm")
     assert (by_value.loc[LSTM, "look"], by_value.loc[LSTM, "verdict"]) != (10, "worse")  # the premise: order matters
+
+
+def test_status_of_a_sequential_ablation_gives_its_total_as_a_maximum(tmp_path):
+    from armin.reporting.status import study_summary
+    from armin.storage import Database
+
+    fixed = write_ablation(tmp_path / "f.db", outcomes(12), seeds=12)
+    seq = write_ablation(tmp_path / "s.db", outcomes(12), seeds=20, sequential=SEQUENTIAL)
+    assert "results 36/36;" in study_summary(Database.open(fixed), "synthetic")
+    assert "results 36/60 at most;" in study_summary(Database.open(seq), "synthetic")
