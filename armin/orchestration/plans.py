@@ -253,8 +253,6 @@ class AblationPlan(Plan):
         """
         s, design = self.spec, self.spec.sequential
         df, scheduled = self.outcomes(rows)
-        if s.baseline not in set(df["arm"]):  # no comparison has a pair yet: still the first round
-            df = df.iloc[:0]
         need = plan_seeds(df, baseline=s.baseline, direction=s.objective.direction, rope=s.rope,
                           max_seeds=design.max_seeds, first_round=design.first_round, step=design.step,
                           arms=[a.name for a in s.arms])

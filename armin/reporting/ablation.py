@@ -18,10 +18,10 @@ import pandas as pd
 
 from armin.reporting.data import StudyData
 from armin.storage import TrialState
-from armin.stats import (DEFAULT_RARE_SHARE, STATE_OF_TRIAL, Level, SequentialDesign, compare_arms,
+from armin.stats import (DEFAULT_ALPHA, DEFAULT_RARE_SHARE, STATE_OF_TRIAL, Level, SequentialDesign, compare_arms,
                          comparison_trace, factorial_effects, score, summarize_arms)
 
-ALPHA = 0.05  # family-wise error rate of every family of verdicts in a report
+ALPHA = DEFAULT_ALPHA  # family-wise error rate of every family of verdicts in a report
 RARE_SHARE = DEFAULT_RARE_SHARE  # share of seeds a hidden failure mode must hit for the equivalence guard to see it
 SPEED_ROPE = math.log(1.05)  # time-per-step ratios within 5% of the baseline count as "the same speed"
 SPEED_VERDICTS = {"better": "faster", "worse": "slower", "equivalent": "same speed", "inconclusive": "inconclusive"}
@@ -147,11 +147,11 @@ def ablation_tables(data: StudyData) -> AblationTables:
     effects, effects_level = None, None
     if factors and not runs[runs["arm"].isin(levels)].empty:
         effects = factorial_effects(engine_runs(runs), levels, direction=direction, rope=rope,
-                                    alpha=ALPHA, rare_share=RARE_SHARE)
+                                    alpha=ALPHA, rare_share=RARE_SHARE, looks=design.looks if design else 1)
         if effects.empty:
             effects = None
         else:
-            effects_level = Level(alpha=ALPHA, m=len(effects))
+            effects_level = Level(alpha=ALPHA, m=len(effects), looks=design.looks if design else 1)
 
     # ---- costs, speed and memory probes
     costs, speed_excluded = cost_table(final, arm_order, baseline)

@@ -134,11 +134,9 @@ def ablation_report(data: StudyData, out: Path) -> Report:
             f"over seeds. A main effect is the level's mean minus the reference level's (the first listed), "
             f"averaged over the other factors{interaction}. Seeds with every factorial cell only (extra arms are not "
             f"in it), non-finite runs scored as the worst; simultaneous {elevel} t intervals over the m = "
-            f"{t.effects_level.m} effects, verdict by the comparison rule ('better': the level improves {metric})."
-            + ("" if t.design is None else
-               " This is the fixed-design rule over the seeds that ran; in a sequential design the comparisons' "
-               "stopping chose how many, so read these intervals as descriptive, not as verdicts that survive "
-               "optional stopping."),
+            f"{t.effects_level.m} effects" + ("" if t.design is None else f" and the K = {t.effects_level.looks} "
+            "looks of the sequential design (the effects are read at the look where every cell has its seeds)")
+            + f", verdict by the comparison rule ('better': the level improves {metric}).",
             t.effects, "effects.csv",
             columns=["effect", "factor_a", "level_a", "factor_b", "level_b", "n_seeds", "estimate", "ci_low",
                      "ci_high", "p_value", "verdict"], tex=True))

@@ -13,9 +13,9 @@ each; `armin bench stats` measures their error rates by Monte-Carlo (`montecarlo
 from armin.stats.compare import STATE_OF_TRIAL, STATES, compare_arms, comparison_trace, plan_seeds, score
 from armin.stats.design import SequentialDesign
 from armin.stats.factorial import factorial_effects
-from armin.stats.rule import DEFAULT_RARE_SHARE, VERDICTS, Decision, Level, Verdict, decide, sign_flip_p
+from armin.stats.rule import DEFAULT_ALPHA, DEFAULT_RARE_SHARE, VERDICTS, Decision, Level, Verdict, decide, sign_flip_p
 from armin.stats.summary import summarize_arms
 
-__all__ = ["DEFAULT_RARE_SHARE", "STATE_OF_TRIAL", "STATES", "VERDICTS", "Decision", "Level", "SequentialDesign", "Verdict",
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_RARE_SHARE", "STATE_OF_TRIAL", "STATES", "VERDICTS", "Decision", "Level", "SequentialDesign", "Verdict",
            "compare_arms", "comparison_trace", "decide", "factorial_effects", "plan_seeds", "score",
            "sign_flip_p", "summarize_arms"]

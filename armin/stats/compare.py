@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from armin.stats.design import SequentialDesign
-from armin.stats.rule import DEFAULT_RARE_SHARE, Decision, Level, decide
+from armin.stats.rule import DEFAULT_ALPHA, DEFAULT_RARE_SHARE, Decision, Level, decide
 
 Direction = Literal["minimize", "maximize"]
 STATES = ("complete", "diverged", "failed")
@@ -156,7 +156,7 @@ def _result_row(arm: str, kinds: pd.DataFrame, n: int, dec: Decision, stop: str,
             "look": n, "stop": stop}
 
 
-def compare_arms(df: pd.DataFrame, *, baseline: str, direction: Direction, rope: float, alpha: float = 0.05,
+def compare_arms(df: pd.DataFrame, *, baseline: str, direction: Direction, rope: float, alpha: float = DEFAULT_ALPHA,
                  sequential: bool = False, first_round: int = 10, step: int = 5, max_seeds: int = 30,
                  rare_share: float = DEFAULT_RARE_SHARE, arms: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per non-baseline arm: its paired comparison with `baseline` and the verdict.
@@ -180,7 +180,7 @@ def compare_arms(df: pd.DataFrame, *, baseline: str, direction: Direction, rope:
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
-def comparison_trace(df: pd.DataFrame, *, baseline: str, direction: Direction, rope: float, alpha: float = 0.05,
+def comparison_trace(df: pd.DataFrame, *, baseline: str, direction: Direction, rope: float, alpha: float = DEFAULT_ALPHA,
                      first_round: int = 10, step: int = 5, max_seeds: int = 30,
                      rare_share: float = DEFAULT_RARE_SHARE, arms: Iterable[str] | None = None) -> pd.DataFrame:
     """Every look of a sequential design, per comparison, up to the one that settled it (same columns)."""
@@ -192,7 +192,7 @@ def comparison_trace(df: pd.DataFrame, *, baseline: str, direction: Direction, r
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
-def plan_seeds(df: pd.DataFrame, *, baseline: str, direction: Direction, rope: float, alpha: float = 0.05,
+def plan_seeds(df: pd.DataFrame, *, baseline: str, direction: Direction, rope: float, alpha: float = DEFAULT_ALPHA,
                max_seeds: int = 30, first_round: int = 10, step: int = 5, rare_share: float = DEFAULT_RARE_SHARE,
                arms: Iterable[str] | None = None) -> dict[str, int]:
     """Seeds to add per arm for the next round of a sequential design; `{}` once nothing is left to run.
@@ -201,13 +201,16 @@ def plan_seeds(df: pd.DataFrame, *, baseline: str, direction: Direction, rope: f
     for its arm and the baseline; a settled one, or one at `max_seeds`, asks for nothing. The
     counts are how many more runs each arm needs (its rows, finished in any state, count as run);
     the seeds to run are the next ones of the baseline's, so every new run has its pair. On an
-    empty `df` the first round is named for the baseline and every arm in `arms`.
+    empty `df`, or one without baseline rows while `arms` declares the family (arms can finish before
+    the baseline), the first round is named for the baseline and every arm in `arms` (less what each
+    has run); without `arms`, a table without the baseline is an error, as in `compare_arms`.
     """
     design = SequentialDesign(first_round=first_round, step=step, max_seeds=max_seeds)
-    if not len(df):
-        _check(df, baseline, direction, rope, alpha)
-        return {a: first_round for a in [baseline, *_family(df, baseline, arms)]}
-    ran = df.groupby("arm").size().to_dict()
+    ran = df.groupby("arm").size().to_dict() if len(df) else {}
+    if baseline not in ran and (arms is not None or not ran):  # a declared family whose baseline has not run yet
+        _check(df[df["arm"] == baseline], baseline, direction, rope, alpha)
+        first = {a: first_round - ran.get(a, 0) for a in [baseline, *_family(df, baseline, arms)]}
+        return {a: n for a, n in first.items() if n > 0}
     need: dict[str, int] = {}
     for arm, _, looks, stop, _, _ in _rows(df, baseline, direction, rope, alpha, design, rare_share, arms):
         if looks and looks[-1][1].verdict != "inconclusive":

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from armin.stats.compare import Direction, score
-from armin.stats.rule import DEFAULT_RARE_SHARE, Level, decide
+from armin.stats.rule import DEFAULT_ALPHA, DEFAULT_RARE_SHARE, Level, decide
 
 EFFECT_COLUMNS = ("effect", "factor_a", "level_a", "factor_b", "level_b", "n_seeds", "estimate", "ci_low", "ci_high",
                   "confidence", "p_value", "verdict")
@@ -48,17 +48,19 @@ def effect_contrasts(cells: np.ndarray, order: dict[str, list]) -> list[tuple[st
 
 
 def factorial_effects(df: pd.DataFrame, levels: dict[str, dict[str, object]], *, direction: Direction, rope: float,
-                      alpha: float = 0.05, rare_share: float = DEFAULT_RARE_SHARE) -> pd.DataFrame:
+                      alpha: float = DEFAULT_ALPHA, rare_share: float = DEFAULT_RARE_SHARE, looks: int = 1) -> pd.DataFrame:
     """Main effects and two-way interactions of the factorial arms in `levels` (arm -> {factor: level}).
 
     `df` is the table of `compare_arms` (worst-scored non-finite runs included); the factor
-    levels keep the order of first appearance in `levels`, whose first is the reference.
+    levels keep the order of first appearance in `levels`, whose first is the reference. `looks`:
+    the planned looks of a sequential design (the effects are read at one of them, the one where
+    every cell has its seeds, so alpha is split over them as for the comparisons).
     """
     if not levels:
         return pd.DataFrame(columns=list(EFFECT_COLUMNS))
     factors = list(next(iter(levels.values())))
     order = {f: list(dict.fromkeys(lv[f] for lv in levels.values())) for f in factors}
-    scored = score(df[df["arm"].isin(levels)], direction)
+    scored = score(df, direction)  # the worst of the whole table, as compare_arms scores it
     cells_index = list(itertools.product(*(order[f] for f in factors)))
     by_cell = {tuple(lv[f] for f in factors): arm for arm, lv in levels.items()}
     if any(c not in by_cell for c in cells_index) or any(a not in scored.wide.columns for a in by_cell.values()):
@@ -66,7 +68,7 @@ def factorial_effects(df: pd.DataFrame, levels: dict[str, dict[str, object]], *,
     wide = scored.wide[[by_cell[c] for c in cells_index]].dropna()  # seeds complete in every cell
     cells = wide.to_numpy(float).reshape(len(wide), *(len(order[f]) for f in factors))  # (seeds, L_1, ..., L_k)
     contrasts = effect_contrasts(cells, order)
-    level = Level(alpha=alpha, m=len(contrasts))
+    level = Level(alpha=alpha, m=len(contrasts), looks=looks)
     rows = []
     for effect, fa, la, fb, lb, per_seed in contrasts:
         dec = decide(scored.sign * per_seed, rope=rope, level=level, rare_share=rare_share)

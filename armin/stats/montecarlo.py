@@ -41,10 +41,10 @@ import pandas as pd
 from armin.stats.compare import score, score_runs
 from armin.stats.design import SequentialDesign
 from armin.stats.factorial import effect_contrasts
-from armin.stats.rule import Level, decide_batch, t_interval
+from armin.stats.rule import DEFAULT_ALPHA, Level, decide_batch, t_interval
 from armin.stats.summary import SUMMARY_CONFIDENCE
 
-ALPHA = 0.05
+ALPHA = DEFAULT_ALPHA
 DISTRIBUTIONS = ("normal", "t3")  # noise of every arm's values: normal, or Student t with 3 df scaled to the same sd
 SCENARIOS = (*DISTRIBUTIONS, "solve/no-solve", "failures")  # the data of a cell
 FAMILY_SIZES = tuple(range(1, 9))  # m: comparisons against one baseline

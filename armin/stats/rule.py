@@ -40,6 +40,8 @@ VERDICTS: tuple[Verdict, ...] = ("better", "worse", "equivalent", "inconclusive"
 FLIP_EXACT_MAX_N = 14
 #: Random sign patterns above FLIP_EXACT_MAX_N pairs (p = (1 + hits) / (1 + draws): valid, not exact).
 FLIP_DRAWS = 20_000
+#: Family-wise error rate of every family of verdicts, unless a caller says otherwise.
+DEFAULT_ALPHA = 0.05
 #: Default share of seeds a hidden failure mode must reach for the equivalence guard to catch it.
 DEFAULT_RARE_SHARE = 0.25
 #: Most (sign pattern x column) entries one sign-flip product holds at once (8 bytes each: 64 MiB).
@@ -165,9 +167,9 @@ def decide_batch(d: np.ndarray, *, rope: float, level: Level, rare_share: float 
         # constant differences: the exact sign-flip TOST (one-sided p 1 / 2^n inside the ROPE), which
         # passes exactly when their interval below is the point and lies inside the ROPE
         p_tost = np.where(spread, np.maximum(sps.t.sf((mean + rope) / se, n - 1), sps.t.cdf((mean - rope) / se, n - 1)),
-                          np.where(np.abs(mean) < rope, 1.0 / 2.0 ** n, 1.0))
+                          np.where(np.abs(mean) < rope, 2.0 ** -n, 1.0))
     # constant differences: the exact sign-flip interval (the point when 2 / 2^n < a, else unbounded)
-    point = 2.0 / 2.0 ** n < a
+    point = 2.0 ** (1 - n) < a  # 2 / 2^n, written so that no n overflows
     low = np.where(spread, mean - half, mean if point else -math.inf)
     high = np.where(spread, mean + half, mean if point else math.inf)
     p_flip = np.full(mean.shape, np.nan)

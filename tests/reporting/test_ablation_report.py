@@ -235,7 +235,8 @@ def test_sequential_trace_shows_each_comparisons_looks_and_why_it_stopped(tmp_pa
     assert "per arm cell=armin: 20, cell=lstm: 10, plain_lstm: 20" in method  # seeds counted from the data
     assert "10 seeds only the baseline ran" in section(md, "Summary")
     assert "not reachable" not in md  # max_seeds 20 reaches both minimums (8 and 17 pairs)
-    assert "read these intervals as descriptive" in section(md, "Factor effects")  # fixed rule, chosen seeds
+    assert "the K = 3 looks of the sequential design" in section(md, "Factor effects")  # alpha over the looks too
+    assert np.allclose(pd.read_csv(out / "effects.csv")["confidence"], 1 - 0.05 / 3)  # 1 effect x 3 looks
     prov = pd.read_csv(out / "provenance.csv").set_index("item")["value"]
     assert prov["seeds"].endswith("(run so far, of 20 candidate seeds)")
     assert '<img alt="Sequential trace" src="data:image/png;base64,' in html
@@ -254,7 +255,7 @@ def test_sequential_report_before_the_first_round_is_complete(tmp_path):
 def test_database_without_the_sequential_key_reads_as_fixed(tmp_path):
     out, md, _ = report(tmp_path, outcomes(), keep_key=False)
     assert "Design: fixed" in section(md, "Method") and not (out / "trace.csv").exists()
-    assert "descriptive" not in section(md, "Factor effects")
+    assert "looks of the sequential design" not in section(md, "Factor effects")
     assert "## Sequential trace" not in md
 
 

@@ -143,6 +143,9 @@ def test_an_empty_table_asks_for_the_first_round_of_the_baseline_and_every_named
     empty = pd.DataFrame(columns=["arm", "seed", "value", "state"])
     assert plan_seeds(empty, arms=["B", "C"], **PLAN) == {"A": 10, "B": 10, "C": 10}
     assert plan_seeds(empty, arms=["B"], first_round=6, **PLAN) == {"A": 6, "B": 6}
+    # arms can finish before the baseline has any outcome: still the first round, less what they ran
+    early = table({"B": [1.0, 2.0], "C": [1.0]})
+    assert plan_seeds(early, arms=["B", "C"], first_round=6, **PLAN) == {"A": 6, "B": 4, "C": 5}
 
 
 def test_settled_comparisons_ask_for_nothing_and_unsettled_ones_ask_for_the_next_look():

@@ -180,3 +180,11 @@ def test_differences_constant_up_to_rounding_count_as_constant():
     assert three.verdict == "inconclusive" and (three.ci_low, three.ci_high) == (-math.inf, math.inf) and three.sd == 0
     twelve = decide(d, rope=0.05, level=Level(alpha=0.05, m=1))
     assert twelve.verdict == "better" and twelve.ci_low == twelve.ci_high == twelve.mean
+
+
+def test_thousands_of_pairs_decide_without_overflow():
+    # 2 / 2^n and 1 / 2^n must not be formed as 2.0 ** n (OverflowError from n = 1024 pairs)
+    rng = np.random.default_rng(0)
+    assert decide(rng.normal(1.0, 1.0, 2500), rope=0.1, level=Level(0.05, 2)).verdict == "better"
+    constant = decide(np.zeros(2500), rope=0.1, level=Level(0.05, 2))
+    assert (constant.ci_low, constant.ci_high, constant.verdict) == (0.0, 0.0, "equivalent")
