@@ -32,10 +32,10 @@ import ray
 
 from armin.config import to_mapping
 from armin.errors import ArminError
-from armin.orchestration.plans import LOST_BY_DRIVER, Plan, Slot
+from armin.orchestration.plans import Plan, Slot
 from armin.orchestration.provenance import git_commit, versions
 from armin.orchestration.worker import Fault, trial_stream
-from armin.storage import Cost, Database, Metric, Study, Trial, TrialState, encode_value, utcnow
+from armin.storage import LOST_BY_DRIVER, Cost, Database, Metric, Study, Trial, TrialState, encode_value, utcnow
 
 POLL_S = 0.5  # how long the driver waits for any worker event before refreshing progress
 

@@ -24,8 +24,9 @@ import pandas as pd
 from armin.config import to_mapping
 from armin.orchestration.ablation_spec import AblationSpec, build_arm_run, contract_hash
 from armin.orchestration.spec import StudySpec, build_run, make_pruner, make_sampler, spec_hash, suggest, trial_seed
-from armin.stats import STATE_OF_TRIAL, plan_seeds
-from armin.storage import LOST_BY_DRIVER, Trial, TrialState  # noqa: F401 (LOST_BY_DRIVER re-exported)
+from armin.stats import plan_seeds
+from armin.storage import Trial, TrialState
+from armin.storage.outcomes import final_outcomes
 from armin.training import RunConfig
 
 
@@ -224,25 +225,21 @@ class AblationPlan(Plan):
     def outcomes(self, rows: list[Trial]) -> tuple[pd.DataFrame, dict[str, set[int]]]:
         """The finished slots as `armin.stats` outcomes, and every slot's replicate index per arm.
 
-        One row per (arm, candidate seed) whose latest attempt is a result or failed for good (a
-        LOST or CANCELLED slot only once its retries are spent); a slot that is queued, running or
-        due for a retry has none. `seed` is the seed's index in the candidate order, so the
-        statistics see the pairs in run order (their looks are at the first n seeds run).
+        Read by `final_outcomes`, as the report reads them (a LOST or CANCELLED slot is an outcome
+        only once its retries are spent; one queued, running or due for a retry is none). `seed` is
+        the seed's index in the candidate order, so the statistics see the pairs in run order.
         """
         arms, index = {a.name for a in self.spec.arms}, {seed: i for i, seed in enumerate(self.spec.seeds)}
         latest = {(row.arm, row.seed): row for row in sorted(rows, key=lambda r: r.number)
                   if row.arm in arms and row.seed in index}
         scheduled: dict[str, set[int]] = {a.name: set() for a in self.spec.arms}
-        finished = []
-        for (arm, seed), row in latest.items():
+        for arm, seed in latest:
             scheduled[arm].add(index[seed])
-            final = row.state.counts_as_result() or (
-                row.state.is_finished() and not self.retryable(row.state, row.attempt, row.failure_reason))
-            if final and row.state.name in STATE_OF_TRIAL:
-                value = row.objective
-                finished.append({"arm": arm, "seed": index[seed], "value": math.nan if value is None else value,
-                                 "state": STATE_OF_TRIAL[row.state.name]})
-        return pd.DataFrame(finished, columns=["arm", "seed", "value", "state"]), scheduled
+        table = pd.DataFrame([{"arm": r.arm, "seed": r.seed, "state": r.state.name, "attempt": r.attempt,
+                               "failure_reason": r.failure_reason, "objective": r.objective} for r in latest.values()],
+                             columns=["arm", "seed", "state", "attempt", "failure_reason", "objective"])
+        done = final_outcomes(table, self.spec.seeds, max_retries=self.max_retries, retry_failed=self.retry_failed)
+        return done[["arm", "replicate", "value", "state"]].rename(columns={"replicate": "seed"}), scheduled
 
     def seeds_to_run(self, rows: list[Trial]) -> dict[str, list[int]]:
         """Per arm, the replicate indices it must have: those scheduled, then the next round's.

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from armin.reporting.data import StudyData
-from armin.storage import TrialState
-from armin.stats import (DEFAULT_ALPHA, DEFAULT_RARE_SHARE, STATE_OF_TRIAL, Level, SequentialDesign, compare_arms,
+from armin.storage.outcomes import final_outcomes
+from armin.stats import (DEFAULT_ALPHA, DEFAULT_RARE_SHARE, Level, SequentialDesign, compare_arms,
                          comparison_trace, factorial_effects, score, summarize_arms)
 
 ALPHA = DEFAULT_ALPHA  # family-wise error rate of every family of verdicts in a report
@@ -67,28 +67,14 @@ def sequential_design(spec: dict) -> SequentialDesign | None:
 
 
 def runs_table(final: pd.DataFrame, spec: dict, direction: str) -> pd.DataFrame:
-    """One row per finished (arm, seed) slot of the ablation's arms, as the engine reads it.
+    """One row per finished (arm, seed) slot of the ablation's arms, as the engine reads it, with its score.
 
-    A slot is finished when its latest attempt is a result or failed for good: a LOST or
-    CANCELLED (or FAILED) attempt that the driver will retry (`TrialState.is_retried`, the
-    driver's own rule) is not an outcome yet. `replicate` is the seed's position in the spec's
-    run order, the key the engine pairs and orders by, so a sequential design's looks are at the
-    first n seeds run, exactly as the driver planned them.
+    Read by `final_outcomes`, the driver's own reading: an attempt the driver will retry is not an
+    outcome yet, and `replicate` is the seed's position in the spec's run order.
     """
     arm_order = [a["name"] for a in spec["arms"]]
-    order = {int(seed): i for i, seed in enumerate(spec["seeds"])}
-    final = final[final["arm"].isin(arm_order) & final["state"].isin(STATE_OF_TRIAL)]
-    retried = [TrialState[row.state].is_retried(int(row.attempt), row.failure_reason,
-                                                max_retries=int(spec.get("max_retries", 0)), retry_failed=True)
-               for row in final.itertuples()]
-    finished = final[~np.asarray(retried, dtype=bool)]
-    seeds = finished["seed"].astype(int)
-    late = sorted(set(seeds) - set(order))  # seeds outside the stored order (none unless the spec shrank): last
-    order |= {seed: len(order) + i for i, seed in enumerate(late)}
-    runs = pd.DataFrame({"arm": finished["arm"].astype(object), "seed": seeds, "replicate": seeds.map(order),
-                         "value": pd.to_numeric(finished["objective"], errors="coerce").astype(float),
-                         "state": finished["state"].map(STATE_OF_TRIAL).astype(object),
-                         "db_state": finished["state"].astype(object)}).reset_index(drop=True)
+    runs = final_outcomes(final[final["arm"].isin(arm_order)], spec["seeds"],
+                          max_retries=int(spec.get("max_retries", 0)))
     if runs.empty:
         return runs.assign(score=pd.Series(dtype=float))[RUN_COLUMNS]
     scored = score(engine_runs(runs), direction)

@@ -33,11 +33,11 @@ from armin.orchestration.ablation_spec import (
     until_settled,
 )
 from armin.orchestration.driver import Driver
-from armin.orchestration.plans import LOST_BY_DRIVER, AblationPlan
+from armin.orchestration.plans import AblationPlan
 from armin.orchestration.worker import Fault
 from armin.seeding import derive_seed
 from armin.stats import SequentialDesign, compare_arms, plan_seeds
-from armin.storage import Database, Study, Trial, TrialState, encode_value
+from armin.storage import LOST_BY_DRIVER, Database, Study, Trial, TrialState, encode_value
 
 #: Two arms that never settle within 6 seeds (see the module docstring).
 TWINS = {

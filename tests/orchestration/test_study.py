@@ -11,11 +11,11 @@ import optuna
 import pytest
 from spec_files import write
 
-from armin.orchestration.driver import LOST_BY_DRIVER, Driver
+from armin.orchestration.driver import Driver
 from armin.orchestration.plans import SearchPlan
 from armin.orchestration.spec import load_spec
 from armin.orchestration.worker import Fault
-from armin.storage import Database, Study, Trial, TrialState
+from armin.storage import LOST_BY_DRIVER, Database, Study, Trial, TrialState
 
 TINY = {
     "name": "tiny",
