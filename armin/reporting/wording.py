@@ -216,7 +216,8 @@ def method(data: StudyData, t: AblationTables) -> str:
     ]
     if t.effects_level is not None:
         e = t.effects_level
-        paragraphs.append(f"Factor effects: the same rule over their own family of m = {e.m} effects (one look), "
+        looks = "one look" if e.looks == 1 else f"K = {e.looks} looks: they are read at the look where every cell has its seeds"
+        paragraphs.append(f"Factor effects: the same rule over their own family of m = {e.m} effects ({looks}), "
                           f"simultaneous {percent(1 - e.each)} intervals.")
     paragraphs.append(f"Speed: the same rule on log time per training step (minimize, ROPE log 1.05: ratios within "
                       f"5% are 'same speed'), its own family of m = {t.speed_level.m}, fixed design, over the runs "

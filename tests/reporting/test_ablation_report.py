@@ -236,6 +236,7 @@ def test_sequential_trace_shows_each_comparisons_looks_and_why_it_stopped(tmp_pa
     assert "10 seeds only the baseline ran" in section(md, "Summary")
     assert "not reachable" not in md  # max_seeds 20 reaches both minimums (8 and 17 pairs)
     assert "the K = 3 looks of the sequential design" in section(md, "Factor effects")  # alpha over the looks too
+    assert "family of m = 1 effects (K = 3 looks" in method
     assert np.allclose(pd.read_csv(out / "effects.csv")["confidence"], 1 - 0.05 / 3)  # 1 effect x 3 looks
     prov = pd.read_csv(out / "provenance.csv").set_index("item")["value"]
     assert prov["seeds"].endswith("(run so far, of 20 candidate seeds)")
