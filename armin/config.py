@@ -2,12 +2,14 @@
 
 Every problem becomes one `ConfigError` line naming where it is (`spec.toml: model.cell`), what was
 given and what is allowed. Dataclasses check their own cross-field rules in `__post_init__` with
-`require`, and the location is prefixed here.
+`require`, and the location is prefixed here. A float field takes finite numbers only: `inf` and
+`nan` (TOML literals, `--lr inf`) are refused here, once for every config.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -82,7 +84,13 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {_describe(value)}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            number = math.inf
+        if not math.isfinite(number):  # inf/nan pass every `> 0` check below them, then train on garbage
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {_describe(value)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import tomllib
 import typing
 from pathlib import Path
@@ -56,9 +57,11 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     data: dict = {}
     if args.config is not None:
         try:
-            data = tomllib.loads(args.config.read_text())
+            data = tomllib.loads(args.config.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{args.config}: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{args.config}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
         try:
             return _merge_and_build(data, args)
         except ConfigError as e:
@@ -95,7 +98,20 @@ def _merge_and_build(data: dict, args: argparse.Namespace) -> RunConfig:
         text = str(translate(e, GROUPS))
         if text.startswith(("task.", "task:")):  # task parameters come from --task-option
             text = "--task-option " + text[len("task."):] if text.startswith("task.") else "--task-option" + text[4:]
+        if text.startswith("seed:") and args.seed is not None:
+            text = "--" + text
         raise ConfigError(text) from None
+
+
+def check_writable(path: Path) -> None:
+    """Refuse an `--out` that cannot be written before training, not after (one `ConfigError` line)."""
+    folder = path.parent
+    if path.is_dir():
+        raise ConfigError(f"--out: {path} is a directory; give a file name, e.g. {path / 'result.json'}")
+    if not folder.is_dir():
+        raise ConfigError(f"--out: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"--out: {path} is not writable")
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -107,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     from armin.training import train
 
     cfg = run_config_from_args(args)
+    if args.out is not None:
+        check_writable(args.out)
     print(f"task {cfg.task.name} | model {cfg.model.describe()} | seed {cfg.seed} | "
           f"{cfg.optimizer.name} lr {cfg.optimizer.lr:g} | {cfg.train.steps} steps x batch {cfg.train.batch_size}")
     with TrainProgress(cfg.train.steps, enabled=not args.quiet) as progress:
@@ -116,7 +134,6 @@ def run(args: argparse.Namespace) -> int:
           f" | {result.n_params:,} parameters | {result.time_per_step_s * 1e3:.1f} ms/step | "
           f"peak memory {result.peak_memory_bytes / 2**20:.0f} MiB | {result.device}")
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result.to_dict(), indent=2))
         print(f"wrote {args.out}")
     return 0

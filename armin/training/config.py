@@ -6,12 +6,15 @@ The optimizer, clipping, batch size, step budget and evaluation set live here an
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from armin.config import require
 from armin.model.config import ModelConfig
 from armin.tasks import CopyConfig, TaskConfig
+
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")  # what `device` may name; torch.device accepts more
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "eval_sequences", "eval_batch_size"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        require(self.device == "cpu" or self.device.startswith("cuda"), "device",
-                f"must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        require(self.eval_seed >= 0, "eval_seed", f"must be >= 0, got {self.eval_seed}")
+        require(DEVICE_PATTERN.fullmatch(self.device) is not None, "device",
+                f"must be 'cpu', 'cuda' or 'cuda:N' (N a GPU index), got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -66,3 +70,6 @@ class RunConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0  # derives the data, init and Gumbel streams (armin.seeding)
+
+    def __post_init__(self) -> None:
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")

@@ -8,6 +8,7 @@ Optuna or the database.
 from __future__ import annotations
 
 import platform
+import re
 import resource
 import sys
 import time
@@ -18,6 +19,7 @@ from typing import Literal
 import torch
 
 from armin.config import to_mapping
+from armin.errors import ConfigError
 from armin.model import build_model, count_parameters
 from armin.seeding import DATA, GUMBEL, INIT, derive_seed, generator
 from armin.tasks import Batch, Task, build_task
@@ -118,6 +120,36 @@ def versions() -> dict[str, str]:
     return {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
 
 
+def usable_device(name: str) -> torch.device:
+    """`train.device` (its spelling checked by TrainConfig) as a device this process has, or one line."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise ConfigError(f"train.device: {name!r} needs a GPU, but {why} (torch {torch.__version__}); "
+                              f"use device 'cpu'")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"train.device: {name!r} is not a visible GPU ({count} visible: cuda:0 to "
+                              f"cuda:{count - 1})")
+    return device
+
+
+def allocate_model(run: RunConfig, task: Task, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """The seeded model on `device`, or one `ConfigError` line saying which model does not fit in memory."""
+    try:
+        model = build_model(run.model, task.input_size, task.output_size, seed=derive_seed(run.seed, INIT))
+        return model.to(device=device, dtype=dtype)
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError and the CPU allocator's error
+        if not isinstance(e, (MemoryError, torch.OutOfMemoryError)) and "allocate" not in str(e):
+            raise
+        asked = re.search(r"allocate (\d+) bytes", str(e))
+        need = f"one weight alone needs {int(asked.group(1)) / 2**30:,.0f} GiB" if asked else \
+            (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise ConfigError(f"model: {run.model.describe()} does not fit in memory on {device} ({need}); "
+                          f"reduce hidden_size, n_slots or r_size") from None
+
+
 def train(run: RunConfig, report: Report | None = None, progress: Callable[[int, int, dict], None] | None = None
           ) -> RunResult:
     """Train `run.model` on `run.task` with `run.optimizer` for `run.train.steps` steps.
@@ -140,7 +172,7 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
     happen (and be cancelled between them) without threads or callbacks.
     """
     tc = run.train
-    device = torch.device(tc.device)
+    device = usable_device(tc.device)
     dtype = getattr(torch, tc.dtype)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -149,8 +181,7 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
     task = build_task(run.task)
     data_gen = generator(run.seed, DATA)  # training batches: identical for every arm of a seed
     gumbel_gen = generator(run.seed, GUMBEL)  # training-time Gumbel noise
-    model = build_model(run.model, task.input_size, task.output_size, seed=derive_seed(run.seed, INIT))
-    model = model.to(device=device, dtype=dtype)
+    model = allocate_model(run, task, device, dtype)
     eval_set = task.eval_set(tc.eval_sequences, tc.eval_batch_size, generator(tc.eval_seed, "eval"))
     if not task.carries_state:  # streamed tasks build their (large) segments lazily, moved one at a time
         eval_set = [b.to(device, dtype) for b in eval_set]

@@ -55,6 +55,17 @@ def test_config_file_is_read_and_flags_override_it(tmp_path):
     (["--task-option", "colour=3"], "--task-option: unknown key 'colour' (allowed: name, width, min_len, max_len)"),
     (["--task-option", "max_len"], "--task-option: expected KEY=VALUE"),
     (["--steps", "many"], "--steps: invalid int value"),
+    # non-finite numbers pass every `> 0` check, then train on garbage (eps = inf never learns)
+    (["--lr", "inf"], "--lr: must be a finite number, got inf"),
+    (["--lr", "nan"], "--lr: must be a finite number, got nan"),
+    (["--eps", "inf"], "--eps: must be a finite number, got inf"),
+    (["--weight-decay", "inf"], "--weight-decay: must be a finite number, got inf"),
+    (["--clip-threshold", "inf"], "--clip-threshold: must be a finite number, got inf"),
+    (["--temperature-start", "inf"], "--temperature-start: must be a finite number, got inf"),
+    (["--temperature-end", "nan"], "--temperature-end: must be a finite number, got nan"),
+    (["--seed", "-1"], "--seed: must be >= 0, got -1"),
+    (["--device", "cuda:abc"], "--device: must be 'cpu', 'cuda' or 'cuda:N' (N a GPU index), got 'cuda:abc'"),
+    (["--device", "cudafoo"], "--device: must be 'cpu', 'cuda' or 'cuda:N'"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, expected):
     p = armin("train", *args)
@@ -85,3 +96,52 @@ def test_help_explains_every_option():
                 assert group.flags[f.name] in text, f.name
     # every generated flag has a help text taken from the field's comment
     assert "straight-through hard one-hot" in text and "inverse" in text
+
+
+def one_line_exit_2(p) -> str:
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    return lines[0]
+
+
+def test_non_finite_values_in_a_run_config_name_the_file_and_key(tmp_path):
+    cfg = tmp_path / "run.toml"
+    for section, key in [("optimizer", "lr"), ("optimizer", "eps"), ("optimizer", "weight_decay"),
+                         ("optimizer", "clip_threshold"), ("model.temperature", "start"),
+                         ("model.temperature", "end")]:
+        cfg.write_text(f"[{section}]\n{key} = inf\n")
+        line = one_line_exit_2(armin("train", "--config", str(cfg)))
+        assert f"{cfg}: --" in line or f"{cfg}: cli.{section}.{key}" in line, line
+        assert "must be a finite number, got inf" in line, line
+    cfg.write_text("seed = -3\n")
+    assert "seed: must be >= 0, got -3" in one_line_exit_2(armin("train", "--config", str(cfg)))
+
+
+def test_out_is_checked_before_training(tmp_path):
+    # the result used to be lost, after the whole run, with a traceback
+    line = one_line_exit_2(armin("train", *TINY, "--out", str(tmp_path)))
+    assert line == f"armin: error: --out: {tmp_path} is a directory; give a file name, e.g. {tmp_path / 'result.json'}"
+    missing = tmp_path / "no" / "r.json"
+    p = armin("train", *TINY, "--out", str(missing))
+    assert one_line_exit_2(p) == f"armin: error: --out: the folder {missing.parent} does not exist; create it first"
+    assert "step" not in p.stdout and not missing.parent.exists()  # refused before the first step
+
+
+def test_a_model_too_large_for_memory_is_one_line_naming_the_model():
+    line = one_line_exit_2(armin("train", "--task", "copy", "--hidden-size", "10000000", "--steps", "1", "--quiet"))
+    assert "model: armin/reference/hidden/armin/gumbel(H=10000000,N=50,W=32) does not fit in memory on cpu" in line
+    assert "GiB" in line and "reduce hidden_size" in line
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a torch without a usable GPU")
+def test_cuda_without_a_gpu_is_one_line_about_the_device():
+    line = one_line_exit_2(armin("train", *TINY, "--device", "cuda"))
+    assert "train.device: 'cuda' needs a GPU, but" in line and "use device 'cpu'" in line
+
+
+def test_binary_config_file_is_one_line(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_bytes(b"seed = 1\n\xd0\x00\xff\xfe binary")
+    line = one_line_exit_2(armin("train", "--config", str(cfg)))
+    assert line.startswith(f"armin: error: {cfg}: not a UTF-8 text file ("), line
