@@ -154,12 +154,15 @@ def drive(plan, text, db, args) -> int:
                         command=" ".join(["armin", *sys.argv[1:]]), on_progress=progress.update)
         try:
             final = driver.run()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (driver.Interrupted): 128 + the signal, 130 or 143
+            import signal
+
             progress.close()
+            signum = getattr(e, "signum", signal.SIGINT)
             command = "ablation" if plan.kind == "ablation" else "study"
-            print(f"interrupted: running trials were cancelled; continue with `armin {command} resume {plan.name}"
-                  f" --db {db.path}`", file=sys.stderr)
-            return 130
+            print(f"interrupted ({signal.Signals(signum).name}): running trials were cancelled; continue with "
+                  f"`armin {command} resume {plan.name} --db {db.path}`", file=sys.stderr)
+            return 128 + signum
     print(progress.describe(final))
     return 0
 

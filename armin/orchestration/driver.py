@@ -36,8 +36,11 @@ from armin.orchestration.plans import Plan, Slot
 from armin.orchestration.provenance import git_commit, versions
 from armin.orchestration.worker import Fault, trial_stream
 from armin.storage import LOST_BY_DRIVER, Cost, Database, Metric, Study, Trial, TrialState, encode_value, utcnow
+from armin.storage.lease import DriverLease, LeaseLost
 
 POLL_S = 0.5  # how long the driver waits for any worker event before refreshing progress
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both cancel the running trials and exit 128 + signum
+INTERRUPT_NAMES = {signal.SIGINT: "the user (Ctrl-C)", signal.SIGTERM: "SIGTERM"}  # in cancelled rows' reason
 
 
 @dataclass
@@ -77,6 +80,17 @@ class StudyChanged(ArminError):
     pass
 
 
+class Interrupted(KeyboardInterrupt):
+    """The driver stopped on Ctrl-C (SIGINT) or SIGTERM after cancelling and recording its running trials.
+
+    `signum` says which; the CLI exits with 128 + signum (130 for Ctrl-C, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
 class Driver:
     def __init__(self, plan: Plan, spec_text: str, db: Database, *, address: str | None = None,
                  max_parallel: int | None = None, force: bool = False, command: str | None = None,
@@ -93,6 +107,7 @@ class Driver:
         self.direction = plan.objective.direction
         # row id -> wall-clock marks (begun, launched, started, result_sent, received, written): `armin bench study`
         self.timings: dict[int, dict[str, float]] = {}
+        self.lease_lost = False  # another driver took the study over (our heartbeat stopped too long)
 
     # ---- the study row --------------------------------------------------------------------------
     def open_study(self) -> int:
@@ -286,27 +301,43 @@ class Driver:
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> Progress:
+        """Run the study to completion; raise `Interrupted` (a KeyboardInterrupt) on Ctrl-C or SIGTERM.
+
+        The study's lease is taken before anything is written (a second live driver is refused with
+        `StudyBusy`, touching nothing) and released however the run ends.
+        """
+        self.lease = DriverLease.take(self.db, self.plan.name, kind=self.plan.kind)
+        try:
+            return self._run()
+        finally:
+            if not self.lease_lost:
+                self.lease.release()
+
+    def _run(self) -> Progress:
         self.study_id = self.open_study()
         self.plan.open(self.db.url)
-        self.recover()
+        self.recover()  # with the lease held, every RUNNING row is a dead driver's
         self.initial_progress()
         owns_ray = not ray.is_initialized()
         if owns_ray:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         limit = self.max_parallel or self.parallel_capacity()
         status = "interrupted"
-        interrupted = []
-        # Ctrl-C sets a flag that the loop checks, instead of raising wherever the signal lands (in a
-        # database write, or inside Ray, which may swallow it); a second Ctrl-C raises at once.
-        previous = signal.getsignal(signal.SIGINT)
+        # Ctrl-C and SIGTERM (what Slurm, systemd and Kubernetes send) set a flag that the loop checks,
+        # instead of raising wherever the signal lands (in a database write, or inside Ray, which may
+        # swallow it); a second signal raises at once. Installed after ray.init, which sets its own
+        # SIGTERM handler (sys.exit, which crashes Ray's threads); the previous handlers come back after.
+        interrupted: list[int] = []
 
-        def on_sigint(signum, frame):
+        def on_signal(signum, frame):
             if interrupted:
-                raise KeyboardInterrupt
-            interrupted.append(True)
+                raise Interrupted(signum)
+            interrupted.append(signum)
 
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, on_sigint)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS} if main_thread else {}
+        for sig in previous:
+            signal.signal(sig, on_signal)
         try:
             while not interrupted:
                 while len(self.running) < limit and not interrupted and (nxt := self.next_slot()) is not None:
@@ -318,21 +349,35 @@ class Driver:
                 ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
                 for stream in ready:
                     self.handle(stream)
+                self.renew_lease()
             if interrupted:
-                raise KeyboardInterrupt
+                raise Interrupted(interrupted[0])
             status = "complete"
-        except KeyboardInterrupt:
-            self.cancel_all("interrupted by the user (Ctrl-C)")
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            self.cancel_all(f"interrupted by {INTERRUPT_NAMES.get(signum, signal.Signals(signum).name)}")
             raise
         finally:
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGINT, previous)
-            with self.db.session() as s:
-                row = s.get(Study, self.study_id)
-                row.status, row.updated_at = status, utcnow()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if not self.lease_lost:  # else another driver owns the study row now
+                with self.db.session() as s:
+                    row = s.get(Study, self.study_id)
+                    row.status, row.updated_at = status, utcnow()
             if owns_ray:
                 ray.shutdown()
         return self.progress
+
+    def renew_lease(self) -> None:
+        """The heartbeat. If another driver took the study over, stop its trials' twins and write nothing more."""
+        try:
+            self.lease.renew()
+        except LeaseLost:
+            self.lease_lost = True
+            for run in self.running.values():
+                ray.cancel(run.stream, force=True)
+            self.running.clear()
+            raise
 
     def cancel_all(self, reason: str) -> None:
         for run in list(self.running.values()):
