@@ -3,7 +3,7 @@
 A study searches the model's components and sizes; the task, the optimizer and the training
 budget are fixed, identical for every trial, so trials differ only in the model. The format:
 
-    name = "copy-quick"                 # [A-Za-z0-9_.-]; names the study in the database
+    name = "copy-quick"                 # [A-Za-z0-9_.-], at most 100 characters; names the study in the database
     goal = "Which addressing ..."       # one line: the question the study answers
     seed = 0                            # study seed: every trial's seed derives from it
 
@@ -106,6 +106,7 @@ HYPERBAND_REDUCTION_FACTOR = 3  # keep 1/3 of the trials at each rung
 MAX_CORNER_CHECKS = 100_000  # combinations of space corners validated at load (beyond: per trial)
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_NAME_LENGTH = 100  # characters; a name becomes a folder (reports/NAME) and Ray/Optuna labels
 
 #: The direction each metric must be optimised in (metrics absent here may go either way).
 METRIC_DIRECTIONS = {"eval_loss": "minimize", "train_loss": "minimize", "bits_error": "minimize",
@@ -328,6 +329,9 @@ def header(data: dict, source: str) -> tuple[str, str, int]:
     if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{source}: name: {name!r} must be letters, digits, '_', '.' or '-' (starting with a "
                           f"letter or digit)")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(f"{source}: name: at most {MAX_NAME_LENGTH} characters, got {len(name):,} "
+                          f"({name[:20]}...)")
     goal = _string(data["goal"], f"{source}: goal")
     if not goal.strip() or "\n" in goal.strip():
         raise ConfigError(f"{source}: goal: must be one non-empty line")

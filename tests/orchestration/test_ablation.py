@@ -88,6 +88,25 @@ def test_factorial_arms_and_subset():
     (dict(objective={"metric": "accuracy", "direction": "maximize", "rope": 0.1}), "objective.metric"),
     (dict(extra_arms={"big": {"model.hidden_size": 0}}), "extra_arms.big"),
     (dict(colour="red"), "unknown key 'colour'"),
+    # non-finite numbers: inf passes every `> 0` check (with eps = inf trials complete and never learn)
+    (dict(optimizer={"lr": float("inf")}), "optimizer.lr: must be a finite number, got inf"),
+    (dict(optimizer={"eps": float("inf")}), "optimizer.eps: must be a finite number, got inf"),
+    (dict(optimizer={"weight_decay": float("nan")}), "optimizer.weight_decay: must be a finite number, got nan"),
+    (dict(optimizer={"clip_threshold": float("inf")}), "optimizer.clip_threshold: must be a finite number"),
+    (dict(model={"temperature": {"start": float("inf")}}), "model.temperature.start: must be a finite number"),
+    (dict(factors={"model.temperature.end": [1.0, float("inf")]}), "level inf: model.temperature.end: must be a "
+                                                                     "finite number"),
+    # duplicate arms by value, not by spelling
+    (dict(factors={"model.temperature.start": [1, 1.0]}),
+     'factors."model.temperature.start": levels repeat a value: 1 and 1.0'),
+    (dict(factors={"model.hidden_size": [8, 8.0]}), 'factors."model.hidden_size": level 8.0: model.hidden_size: '
+                                                    'expected an integer'),
+    (dict(extra_arms={"again": {"model.cell": "lstm"}}), "arms 'cell=lstm' and 'again' are the same model"),
+    (dict(extra_arms={"again": {"model.hidden_size": 8}}), "arms 'cell=armin' and 'again' are the same model"),
+    (dict(seed=-1), "seed: expected an integer >= 0, got -1"),
+    (dict(design={"seeds": [-1, 2]}), "design.seeds"),
+    (dict(train={"device": "cudafoo"}, resources={"gpus": 1}), "train.device: must be 'cpu', 'cuda' or 'cuda:N'"),
+    (dict(name="a" * 5000), "name: at most 100 characters, got 5,000"),
 ])
 def test_bad_ablation_specs_are_one_line_naming_file_and_key(tmp_path, change, expected):
     if callable(change):

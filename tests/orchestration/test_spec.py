@@ -195,6 +195,18 @@ BAD = [
     ("grid-too-small", lambda d: d["search"].update(sampler="grid", n_trials=50) or d["space"].update(
         {"model.temperature.start": {"choices": [0.5, 1.0]}}),
      "search.n_trials: 50 is more than the grid's 48 points"),
+    ("lr-inf", lambda d: d["optimizer"].update(lr=float("inf")), "optimizer.lr: must be a finite number, got inf"),
+    ("eps-nan", lambda d: d["optimizer"].update(eps=float("nan")), "optimizer.eps: must be a finite number, got nan"),
+    ("clip-inf", lambda d: d["optimizer"].update(clip_threshold=float("inf")),
+     "optimizer.clip_threshold: must be a finite number, got inf"),
+    ("temperature-inf", lambda d: d["model"].update(temperature={"end": float("inf")}),
+     "model.temperature.end: must be a finite number, got inf"),
+    ("device-typo", lambda d: d["train"].update(device="cudafoo") or d["resources"].update(gpus=1),
+     "train.device: must be 'cpu', 'cuda' or 'cuda:N' (N a GPU index), got 'cudafoo'"),
+    ("device-index", lambda d: d["train"].update(device="cuda:abc") or d["resources"].update(gpus=1),
+     "train.device: must be 'cpu', 'cuda' or 'cuda:N'"),
+    ("negative-eval-seed", lambda d: d["train"].update(eval_seed=-1), "train.eval_seed: must be >= 0, got -1"),
+    ("long-name", lambda d: d.update(name="a" * 5000), "name: at most 100 characters, got 5,000 (aaaa"),
 ]
 
 
