@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from armin.errors import ConfigError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from armin.cli.study import add_db_option
@@ -24,6 +26,18 @@ def run(args: argparse.Namespace) -> int:
     from armin.cli.study import db_path
     from armin.reporting.render import build_report
 
-    index = build_report(db_path(args), args.name, args.out or Path("reports") / args.name)
+    out = args.out or Path("reports") / args.name
+    check_out_folder(out)
+    index = build_report(db_path(args), args.name, out)
     print(f"wrote {index} (and report.md, CSV tables, figures/ as PNG and SVG)")
     return 0
+
+
+def check_out_folder(out: Path) -> None:
+    """Refuse an output folder that is, or lies under, a regular file (one `ConfigError` line)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} is a file; the report needs a folder (it writes index.html, report.md, "
+                          f"CSV tables and figures/ there)")
+    existing = next(p for p in [out, *out.parents] if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out: {existing} is a file, so the folder {out} cannot be created")

@@ -319,3 +319,21 @@ def test_status_of_a_sequential_ablation_gives_its_total_as_a_maximum(tmp_path):
     seq = write_ablation(tmp_path / "s.db", outcomes(12), seeds=20, sequential=SEQUENTIAL)
     assert "results 36/36;" in study_summary(Database.open(fixed), "synthetic")
     assert "results 36/60 at most;" in study_summary(Database.open(seq), "synthetic")
+
+
+def test_report_out_that_is_a_file_is_one_line_and_the_file_is_kept(tmp_path):
+    import subprocess
+    import sys
+
+    db = write_ablation(tmp_path / "a.db", [Run(a, r, 1.0 + r) for r in range(3) for a in (BASELINE, LSTM, PLAIN)],
+                        seeds=3)
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    for out, expected in [(target, f"--out: {target} is a file; the report needs a folder"),
+                          (target / "sub", f"--out: {target} is a file, so the folder {target / 'sub'} cannot be "
+                                           f"created")]:
+        p = subprocess.run([sys.executable, "-m", "armin.cli.main", "report", "synthetic", "--db", str(db), "--out",
+                            str(out)], capture_output=True, text=True, timeout=120)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and expected in lines[0], p.stderr[-2000:]
+    assert target.read_text() == "mine"
