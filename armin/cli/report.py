@@ -27,17 +27,21 @@ def run(args: argparse.Namespace) -> int:
     from armin.reporting.render import build_report
 
     out = args.out or Path("reports") / args.name
-    check_out_folder(out)
+    check_out_folder(out, "--out" if args.out else "the report folder (reports/NAME)")
     index = build_report(db_path(args), args.name, out)
     print(f"wrote {index} (and report.md, CSV tables, figures/ as PNG and SVG)")
     return 0
 
 
-def check_out_folder(out: Path) -> None:
+def check_out_folder(out: Path, label: str = "--out") -> None:
     """Refuse an output folder that is, or lies under, a regular file (one `ConfigError` line)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {out} is a file; the report needs a folder (it writes index.html, report.md, "
+    try:
+        existing = next(p for p in [out, *out.parents] if p.exists())
+    except OSError as e:  # e.g. a name longer than the file system allows
+        shown = str(out) if len(str(out)) <= 80 else f"{str(out)[:60]}... ({len(str(out)):,} characters)"
+        raise ConfigError(f"{label}: {shown} cannot be a folder ({e.strerror or type(e).__name__})") from None
+    if existing == out and not out.is_dir():
+        raise ConfigError(f"{label}: {out} is a file; the report needs a folder (it writes index.html, report.md, "
                           f"CSV tables and figures/ there)")
-    existing = next(p for p in [out, *out.parents] if p.exists())
     if not existing.is_dir():
-        raise ConfigError(f"--out: {existing} is a file, so the folder {out} cannot be created")
+        raise ConfigError(f"{label}: {existing} is a file, so the folder {out} cannot be created")

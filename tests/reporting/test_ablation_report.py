@@ -337,3 +337,6 @@ def test_report_out_that_is_a_file_is_one_line_and_the_file_is_kept(tmp_path):
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 2 and len(lines) == 1 and expected in lines[0], p.stderr[-2000:]
     assert target.read_text() == "mine"
+    p = subprocess.run([sys.executable, "-m", "armin.cli.main", "report", "a" * 5000, "--db", str(db)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)  # reports/aaa...: too long a name
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
