@@ -113,8 +113,43 @@ def test_stale_means_dead_pid_here_or_an_old_heartbeat_elsewhere():
 
     assert not is_stale(holder(os.getpid()))
     assert is_stale(holder(dead_pid()))
+    assert is_stale({**holder(os.getpid()), "pid_start": "0"})  # the pid is another process now
     assert not is_stale(holder(1, host="elsewhere", age_s=STALE_AFTER_S - 5))
     assert is_stale(holder(1, host="elsewhere", age_s=STALE_AFTER_S + 5))
+
+
+#: One contender (a light process: storage only): take the lease at time T0, hold it until T1, release it.
+RACER = """
+import sys, time
+from armin.storage import Database
+from armin.storage.lease import DriverLease, StudyBusy
+db, t0, t1 = Database.open(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+time.sleep(max(t0 - time.time(), 0))
+try:
+    lease = DriverLease.take(db, "abl")
+except StudyBusy:
+    lease = None
+print("won" if lease else "refused", flush=True)
+time.sleep(max(t1 - time.time(), 0))
+if lease:
+    lease.release()
+"""
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["free", "stale"])
+def test_of_drivers_racing_for_a_free_or_stale_lease_exactly_one_wins(tmp_path, stale):
+    import time
+
+    db_path, n = tmp_path / "armin.db", 4
+    Database.open(db_path).close()
+    if stale:
+        put_lease(db_path, "abl", holder(dead_pid()))
+    t0 = time.time() + 3  # after every contender has started
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(db_path), str(t0), str(t0 + 2)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert outcomes == ["refused"] * (n - 1) + ["won"] and all(p.returncode == 0 for p in procs)
+    assert lease_row(db_path, "abl") is None
 
 
 def test_a_refused_driver_touches_no_row_of_the_live_one(tmp_path):
