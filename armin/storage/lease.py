@@ -112,10 +112,10 @@ class DriverLease:
                 return lease
         raise StudyBusy(f"{kind} '{study_name}': another driver is starting at the same moment; try again")
 
-    def renew(self, *, every_s: float = HEARTBEAT_S) -> None:
-        """The heartbeat: rewrite our value with the time, at most every `every_s` seconds."""
+    def renew(self, *, every_s: float | None = None) -> None:
+        """The heartbeat: rewrite our value with the time, at most every `every_s` (HEARTBEAT_S) seconds."""
         now = utcnow()
-        if (now - self._renewed).total_seconds() < every_s:
+        if (now - self._renewed).total_seconds() < (HEARTBEAT_S if every_s is None else every_s):
             return
         value = {**self.value, "heartbeat": now.isoformat()}
         new = json.dumps(value, sort_keys=True)

@@ -186,6 +186,29 @@ def test_a_dead_drivers_stale_lease_is_taken_over_and_only_then_its_running_rows
     assert lease_row(db.path, "abl") is None  # released at the end
 
 
+def test_a_driver_whose_lease_was_taken_over_stops_and_writes_nothing_more(ray_cluster, tmp_path, monkeypatch):
+    import os
+
+    import armin.storage.lease as lease_module
+
+    monkeypatch.setattr(lease_module, "HEARTBEAT_S", 0.0)  # renew on every turn of the loop
+    path, db_path = write(tmp_path, SLOW, "abl.toml"), tmp_path / "armin.db"
+    db = Database.open(db_path)
+    seen = []
+
+    def on_progress(p):  # once a trial runs, another driver takes the study over (as if ours had hung)
+        if p.running and not seen:
+            seen.append(True)
+            put_lease(db_path, "abl", holder(os.getpid()))
+
+    with pytest.raises(LeaseLost, match="taken over by another driver"):
+        Driver(AblationPlan(load_ablation(path)), path.read_text(), db, on_progress=on_progress,
+               max_parallel=1).run()
+    _, status, rows = one_result_per_slot(db_path)
+    assert status == "running" and [t.state for t in rows] == [TrialState.RUNNING]  # the new holder's to recover
+    assert lease_row(db_path, "abl")["owner"] == "someone-else"
+
+
 # ---------------------------------------------------------------- real driver processes
 
 
