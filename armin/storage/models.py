@@ -162,7 +162,8 @@ class Base(DeclarativeBase):
 
 
 class Meta(Base):
-    """Key/value facts about the file itself; today only `schema_version`."""
+    """Key/value facts about the file itself: `schema_version`, and one `driver_lease:<study name>` row per
+    study a driver is running (JSON: owner, host, pid, since, heartbeat; see armin.storage.lease)."""
 
     __tablename__ = "armin_meta"
 
