@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 from spec_files import write
 from test_ablation import TINY
-from test_study_cli import ARMIN, start, wait_for
+from test_study_cli import ARMIN, counts, start, wait_for
 
 from armin.orchestration.ablation_spec import load_ablation
 from armin.orchestration.driver import Driver
@@ -55,14 +55,10 @@ def lease_row(db_path, name):
     return None if row is None else json.loads(row[0])
 
 
-def query(db_path, sql):
-    if not db_path.exists():
-        return []
+def study_and_trial_rows(db_path):
     con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
     try:
-        return con.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # tables not created yet
-        return []
+        return [con.execute(f"SELECT * FROM {table}").fetchall() for table in ("armin_studies", "armin_trials")]
     finally:
         con.close()
 
@@ -161,10 +157,10 @@ def test_a_refused_driver_touches_no_row_of_the_live_one(tmp_path):
         s.add(Study(name="abl", kind="ablation", goal="g", spec_text="", spec_json="{}", spec_hash="x",
                     optuna_study_name="abl", status="running"))
     put_lease(db.path, "abl", holder(os.getpid()))  # alive: this very process
-    before = query(db.path, "SELECT * FROM armin_studies") + query(db.path, "SELECT * FROM armin_trials")
+    before = study_and_trial_rows(db.path)
     with pytest.raises(StudyBusy):
         Driver(AblationPlan(load_ablation(path)), path.read_text(), db).run()
-    assert query(db.path, "SELECT * FROM armin_studies") + query(db.path, "SELECT * FROM armin_trials") == before
+    assert study_and_trial_rows(db.path) == before
     assert lease_row(db.path, "abl")["owner"] == "someone-else"
 
 
@@ -216,7 +212,7 @@ def test_a_second_driver_is_refused_exit_2_and_the_first_finishes_every_slot_onc
     spec, db_path = write(tmp_path, SLOW, "slow.toml"), tmp_path / "armin.db"
     args = ["ablation", "run", str(spec), "--db", str(db_path), "--address", ray_cluster, "--max-parallel", "1"]
     first = start(args)
-    wait_for(lambda: query(db_path, "SELECT 1 FROM armin_trials WHERE state = 'RUNNING'"), timeout=180)
+    wait_for(lambda: counts(db_path).get("RUNNING"), timeout=180)
     second = subprocess.run([*ARMIN, *args], capture_output=True, text=True, timeout=120)
     assert first.poll() is None  # the premise: the first was still running when the second was refused
     lines = second.stderr.strip().splitlines()
@@ -235,7 +231,7 @@ def test_sigterm_cancels_running_trials_exits_143_and_resume_completes_every_slo
     spec, db_path = write(tmp_path, SLOW, "slow.toml"), tmp_path / "armin.db"
     driver = start(["ablation", "run", str(spec), "--db", str(db_path), "--address", ray_cluster,
                     "--max-parallel", "1"])
-    wait_for(lambda: query(db_path, "SELECT 1 FROM armin_trials WHERE state = 'RUNNING'"), timeout=180)
+    wait_for(lambda: counts(db_path).get("RUNNING"), timeout=180)
     driver.terminate()  # SIGTERM to the driver alone, as systemd or Kubernetes send it
     _, err = driver.communicate(timeout=60)
     assert driver.returncode == 143 and "interrupted (SIGTERM)" in err and "armin ablation resume abl" in err, err
