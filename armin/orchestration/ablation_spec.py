@@ -19,7 +19,7 @@ arms share (armin.seeding), so arms are compared *paired by seed*. The format:
 
     [extra_arms.plain-lstm]             # optional arms outside the factorial, by name: model overrides
     "model.arch" = "lstm"
-    "model.hidden_size" = 300           # no two arms may build the same model (compared by value: 1 == 1.0)
+    "model.hidden_size" = 300
 
     [design]
     baseline = { "model.addressing" = "hidden", "model.cell" = "armin" }   # a factorial arm's levels,
@@ -182,7 +182,6 @@ def _build(data: dict, source: str) -> AblationSpec:
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: extra_arms: an arm name repeats a factorial arm's name")
-    _check_distinct(arms, model, source)
     if len(arms) < 2:
         raise ConfigError(f"{source}: an ablation needs at least 2 arms, got {len(arms)}")
     baseline = _baseline(design.get("baseline"), factors, arms, source)
@@ -297,17 +296,6 @@ def _extra_arms(value: Any, model: ModelConfig, source: str) -> tuple[Arm, ...]:
         _model_with(model, overrides, where)
         arms.append(Arm(name=name, levels=(), overrides=tuple(overrides.items())))
     return tuple(arms)
-
-
-def _check_distinct(arms: tuple[Arm, ...], model: ModelConfig, source: str) -> None:
-    """No two arms build the same model: it would be trained twice and compared with itself."""
-    seen: dict[ModelConfig, str] = {}
-    for arm in arms:
-        built = _apply(model, dict(arm.overrides))
-        if built in seen:
-            raise ConfigError(f"{source}: arms {seen[built]!r} and {arm.name!r} are the same model "
-                              f"({built.describe()}); drop one or make them differ")
-        seen[built] = arm.name
 
 
 def _baseline(value: Any, factors, arms: tuple[Arm, ...], source: str) -> str:

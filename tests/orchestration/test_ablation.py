@@ -101,8 +101,6 @@ def test_factorial_arms_and_subset():
      'factors."model.temperature.start": levels repeat a value: 1 and 1.0'),
     (dict(factors={"model.hidden_size": [8, 8.0]}), 'factors."model.hidden_size": level 8.0: model.hidden_size: '
                                                     'expected an integer'),
-    (dict(extra_arms={"again": {"model.cell": "lstm"}}), "arms 'cell=lstm' and 'again' are the same model"),
-    (dict(extra_arms={"again": {"model.hidden_size": 8}}), "arms 'cell=armin' and 'again' are the same model"),
     (dict(seed=-1), "seed: expected an integer >= 0, got -1"),
     (dict(design={"seeds": [-1, 2]}), "design.seeds"),
     (dict(train={"device": "cudafoo"}, resources={"gpus": 1}), "train.device: must be 'cpu', 'cuda' or 'cuda:N'"),
