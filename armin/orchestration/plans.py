@@ -135,10 +135,18 @@ class SearchPlan(Plan):
         return spec_hash(self.spec)
 
     def open(self, db_url: str) -> None:
+        """Create or load the Optuna study; its sampler is seeded from the trials it already holds.
+
+        A resumed search continues its sampler instead of replaying it from the spec's seed (which
+        repeated configurations 0, 1, ...): see `armin.orchestration.spec.resume_seed` for the rule.
+        """
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(storage=optuna.storages.RDBStorage(db_url), study_name=self.spec.name,
                                          sampler=make_sampler(self.spec), pruner=make_pruner(self.spec),
                                          direction=self.objective.direction, load_if_exists=True)
+        so_far = len(self.study.get_trials(deepcopy=False))
+        if so_far:
+            self.study.sampler = make_sampler(self.spec, so_far)
 
     def cleanup_stale(self) -> None:
         for t in self.study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
@@ -163,8 +171,16 @@ class SearchPlan(Plan):
         return slots[0], otrial, slots[1:]
 
     def handle_for(self, slot: Slot) -> object:
+        """An Optuna trial for a replicate or a retry: the slot's params, enqueued, then suggested.
+
+        The suggest calls take the enqueued values (no sampler draw) and record them as the trial's
+        params, so Optuna's view of every row has its params (an enqueued trial that is only asked
+        has none, and TPE would learn nothing from its value).
+        """
         self.study.enqueue_trial(slot.params, skip_if_exists=False)
-        return self.study.ask()
+        otrial = self.study.ask()
+        suggest(otrial, self.spec)
+        return otrial
 
     def report(self, handle, value: float, step: int) -> bool:
         handle.report(value, step)

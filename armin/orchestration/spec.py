@@ -675,15 +675,48 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """The spec's sampler, every setting stated (never Optuna's implicit default)."""
-    s = spec.search
+def resume_seed(spec: StudySpec, trials_so_far: int = 0) -> int:
+    """The seed of the sampler a driver builds when its Optuna study already holds `trials_so_far` trials.
+
+    The rule: a fresh study (no trials yet) uses the spec's `sampler_seed` itself, so a fresh run
+    with the same spec samples the same first configurations; a resumed one (after Ctrl-C, a crash
+    or `--force`) uses `derive_seed(sampler_seed, "resume", trials_so_far)`, cut to 32 bits.
+    Optuna's random and TPE samplers draw from a `numpy` RandomState seeded once at construction (TPE's startup trials come
+    from an inner RandomSampler with the same seed), and nothing of that state is stored in the
+    study: rebuilding them with the spec's seed replays the stream from its start, so a resumed
+    search re-sampled configurations 0, 1, ... bit for bit. Every driver that asks for anything adds
+    at least one trial to the Optuna study (asked trials are stored at once, a dead driver's are
+    failed, never removed), so no two drivers of one study that sample get the same seed, and the
+    seed depends on the database alone: resuming the same database again samples the same
+    configurations. The resumed configurations are not those an uninterrupted run would have
+    drawn (replaying the stream cannot be exact for TPE, whose draws depend on the values told),
+    only new draws.
+
+    The grid sampler keeps the spec's seed: its seed fixes the shuffled order of the grid that the
+    `grid_id`s stored on each trial refer to, and it skips the grid points earlier trials took (by
+    trial number, then the unvisited ones), so a resumed grid search never repeats a point as long
+    as the order stays the same.
+    """
+    seed = spec.search.sampler_seed
+    if spec.search.sampler == "grid" or trials_so_far <= 0:
+        return seed
+    return derive_seed(seed, "resume", trials_so_far) >> 31  # numpy's RandomState takes 32 bits
+
+
+def make_sampler(spec: StudySpec, trials_so_far: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler, every setting stated (never Optuna's implicit default).
+
+    `trials_so_far`: the trials already in the study's Optuna tables; it picks the seed
+    (`resume_seed`), so that a resumed search continues with new draws instead of repeating
+    the configurations the earlier drivers sampled.
+    """
+    s, seed = spec.search, resume_seed(spec, trials_so_far)
     if s.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=s.sampler_seed, n_startup_trials=s.tpe_startup_trials,
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.tpe_startup_trials,
                                           multivariate=TPE_MULTIVARIATE, constant_liar=TPE_CONSTANT_LIAR)
     if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=s.sampler_seed)
-    return AskTellGridSampler(grid_space(spec), seed=s.sampler_seed)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return AskTellGridSampler(grid_space(spec), seed=seed)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -752,6 +785,7 @@ __all__ = [
     "load_spec",
     "make_pruner",
     "make_sampler",
+    "resume_seed",
     "parse_spec",
     "resolved_mapping",
     "spec_hash",
