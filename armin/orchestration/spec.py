@@ -681,9 +681,9 @@ def resume_seed(spec: StudySpec, trials_so_far: int = 0) -> int:
     The rule: a fresh study (no trials yet) uses the spec's `sampler_seed` itself, so a fresh run
     with the same spec samples the same first configurations; a resumed one (after Ctrl-C, a crash
     or `--force`) uses `derive_seed(sampler_seed, "resume", trials_so_far)`, cut to 32 bits.
-    Optuna's random and TPE samplers draw from a `numpy` RandomState seeded once at construction (TPE's startup trials come
-    from an inner RandomSampler with the same seed), and nothing of that state is stored in the
-    study: rebuilding them with the spec's seed replays the stream from its start, so a resumed
+    Optuna's random and TPE samplers draw from a `numpy` RandomState seeded once at construction
+    (TPE's startup trials come from an inner RandomSampler with the same seed), and nothing of that
+    state is stored in the study: rebuilding them with the spec's seed replays the stream from its start, so a resumed
     search re-sampled configurations 0, 1, ... bit for bit. Every driver that asks for anything adds
     at least one trial to the Optuna study (asked trials are stored at once, a dead driver's are
     failed, never removed), so no two drivers of one study that sample get the same seed, and the
