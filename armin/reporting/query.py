@@ -1,8 +1,11 @@
 """Read-only SQL over a study database, with views that flatten the schema.
 
-Every connection is opened read-only by SQLite itself (`mode=ro`) and then locked with
-`PRAGMA query_only`, so a statement that writes is refused by the database engine, not by parsing
-it here. Two TEMP views (private to the connection, so they need no write access and always match
+Every connection is opened read-only by SQLite itself (`connect_readonly`: `mode=ro`, the path
+escaped) and then locked with `PRAGMA query_only`, so a statement that writes is refused by the
+database engine, not by parsing it here. An authorizer on the connection refuses, when a statement is
+prepared (before it runs), what `mode=ro` lets through and that creates files or changes settings:
+ATTACH (and so VACUUM and VACUUM INTO, which attach their target), DETACH, and every PRAGMA except a
+few that only read. Two TEMP views (private to the connection, so they need no write access and always match
 the metrics present):
 
   trials   one row per trial attempt: study, kind, arm, factor columns, seed, state, objective,
@@ -21,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from armin.errors import ArminError
+from armin.storage.db import StorageError, check_armin_schema, connect_readonly
 
 
 class QueryError(ArminError):
@@ -73,37 +77,69 @@ def _create_views(con: sqlite3.Connection) -> None:
     """)
 
 
-def connect(db: str | Path) -> sqlite3.Connection:
-    """A read-only connection with the `trials` and `curves` views."""
+# PRAGMAs a query may run: they only read. Those in READ_PRAGMAS_WITH_ARG also take a table/index name.
+READ_PRAGMAS = {"application_id", "auto_vacuum", "busy_timeout", "cache_size", "collation_list", "compile_options",
+                "database_list", "encoding", "foreign_keys", "freelist_count", "function_list", "journal_mode",
+                "page_count", "page_size", "query_only", "schema_version", "table_list", "user_version"}
+READ_PRAGMAS_WITH_ARG = {"foreign_key_list", "index_info", "index_list", "index_xinfo", "table_info", "table_xinfo"}
+
+
+def _authorizer(refusals: list[str]):
+    def authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+            refusals.append("ATTACH, DETACH and VACUUM (which would create or change files)")
+            return sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_PRAGMA:
+            name = (arg1 or "").lower()
+            if (name in READ_PRAGMAS and arg2 is None) or name in READ_PRAGMAS_WITH_ARG:
+                return sqlite3.SQLITE_OK
+            refusals.append(f"PRAGMA {name}{'' if arg2 is None else ' = ' + arg2} (a query may only run PRAGMAs "
+                            f"that read, such as table_info(NAME) or journal_mode)")
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+    return authorize
+
+
+def connect(db: str | Path, refusals: list[str] | None = None) -> sqlite3.Connection:
+    """A read-only connection with the `trials` and `curves` views; what its authorizer denies is appended to
+    `refusals` (one reason per denial)."""
     path = Path(db)
-    if not path.exists():
-        raise QueryError(f"database not found: {path}")
     try:
-        con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=30)
+        con = connect_readonly(path)
+    except StorageError as e:
+        raise QueryError(str(e)) from None
+    try:
+        check_armin_schema(con, path.expanduser().absolute())
         if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'armin_trials'").fetchone():
             raise QueryError(f"{path} is not an armin database (no armin_trials table)")
         _create_views(con)
+        con.execute("PRAGMA query_only = ON")
+    except StorageError as e:
+        con.close()
+        raise QueryError(str(e)) from None
     except sqlite3.DatabaseError as e:
+        con.close()
         raise QueryError(f"cannot open {path}: {e}") from None
-    con.execute("PRAGMA query_only = ON")
+    con.set_authorizer(_authorizer([] if refusals is None else refusals))
     return con
 
 
 def sql(db: str | Path, statement: str, params: tuple = ()) -> pd.DataFrame:
     """Run one read-only SQL statement; a statement that would write is refused, nothing changes."""
-    con = connect(db)
+    refusals: list[str] = []
+    con = connect(db, refusals)
     try:
         cur = con.execute(statement, params)
         columns = [d[0] for d in cur.description or ()]
         return pd.DataFrame(cur.fetchall(), columns=columns)
     except sqlite3.Warning as e:  # e.g. several statements at once
         raise QueryError(f"refused: {e} (one read-only statement at a time)") from None
-    except sqlite3.OperationalError as e:
+    except sqlite3.DatabaseError as e:
+        if refusals:  # the authorizer denied it while it was prepared: nothing ran
+            raise QueryError(f"refused: {refusals[0]}; the database is unchanged") from None
         if "readonly" in str(e) or "query_only" in str(e) or "read-only" in str(e):
             raise QueryError(f"refused: queries are read-only and this statement writes ({e}); the database "
                              f"is unchanged") from None
-        raise QueryError(f"SQL error: {e}") from None
-    except sqlite3.DatabaseError as e:
         raise QueryError(f"SQL error: {e}") from None
     finally:
         con.close()

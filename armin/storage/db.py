@@ -4,6 +4,11 @@ The study driver opens the file writable and is its only writer; reports and `ar
 with `readonly=True`, which SQLite itself enforces (`mode=ro`), and can read while the driver writes
 (WAL: a reader sees the last committed state, never blocks the writer and is never blocked by it).
 
+Every read goes through `connect_readonly` (a `file:` URI with the path percent-escaped, so `exp#2.db`
+is that file and not `exp`), and every open first looks at an existing file read-only: a file that is
+not an armin database of this schema version (an Optuna storage, some other SQLite file, text) is
+refused before anything is written to it. Only a missing or empty (0-byte) file becomes a new database.
+
 Transactions: SQLAlchemy emits a plain (deferred) `BEGIN` at the start of every session, so a
 session reads one consistent snapshot and DDL is transactional; pysqlite's own legacy transaction
 handling is switched off. Keep sessions short, and never call Optuna's storage (a second engine on
@@ -17,9 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select
+from sqlalchemy import Connection, Engine, create_engine, event, insert
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from armin.errors import ArminError
 from armin.storage.models import SCHEMA_VERSION, SCHEMA_VERSION_KEY, Base, Meta, utcnow
 
-__all__ = ["BUSY_TIMEOUT_MS", "Database", "StorageError", "utcnow"]
+__all__ = ["BUSY_TIMEOUT_MS", "Database", "StorageError", "check_armin_schema", "connect_readonly", "utcnow"]
 
 BUSY_TIMEOUT_MS = 30_000  # how long a connection waits for another's lock before "database is locked"
 
@@ -50,20 +54,27 @@ class Database:
     def open(cls, path: str | Path, *, readonly: bool = False, create: bool = True) -> Database:
         """Open (and with `create`, create) the database at `path`; check its schema version.
 
-        `readonly=True` never creates anything: a missing file or one without armin tables is an error.
+        An existing file is checked read-only before anything else (see the module docstring), so a
+        refused file is left byte-for-byte as it was. `readonly=True` never creates anything: a missing
+        file or one without armin tables is an error.
         """
-        path = Path(path).expanduser().absolute()
+        path = _absolute(path)
         if path.is_dir():
             raise StorageError(f"database path is a directory: {path}")
-        if not path.exists():
+        new = not path.exists() or _is_empty(path, create=create and not readonly)
+        if new:
             if readonly or not create:
-                raise StorageError(f"database not found: {path}")
+                raise StorageError(f"no database at {path}")
             if not path.parent.is_dir():
                 raise StorageError(f"cannot create database {path}: directory {path.parent} does not exist")
         engine = _make_engine(path, readonly=readonly)
         try:
             with engine.begin() as conn:
-                _check_or_create_schema(conn, path, create=create and not readonly)
+                if new:
+                    Base.metadata.create_all(conn)
+                    conn.execute(insert(Meta).values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
+                else:  # checked above already; again here, in this connection's own snapshot
+                    check_armin_schema(conn.connection.dbapi_connection, path)
         except StorageError:
             engine.dispose()
             raise
@@ -74,8 +85,8 @@ class Database:
 
     @property
     def url(self) -> str:
-        """The plain `sqlite:///PATH` URL of the file, e.g. for `optuna.storages.RDBStorage`."""
-        return f"sqlite:///{self.path}"
+        """The `sqlite:///PATH` URL of the file, e.g. for `optuna.storages.RDBStorage` (`#`, `?`, `%` escaped)."""
+        return URL.create("sqlite", database=str(self.path)).render_as_string()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -97,6 +108,22 @@ class Database:
         finally:
             session.close()
 
+    def check_new_study_name(self, name: str) -> None:
+        """Refuse (one `StorageError` line) a new armin study named like an Optuna study armin did not create.
+
+        Optuna's `load_if_exists` would silently join that study (its direction, its trials). A name that
+        already has an armin study row is armin's own, and is fine. Reads only.
+        """
+        with self.engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            if raw.execute("SELECT 1 FROM armin_studies WHERE name = ?", (name,)).fetchone():
+                return
+            if not raw.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'studies'").fetchone():
+                return
+            if raw.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone():
+                raise StorageError(f"{self.path} already holds an Optuna study named {name!r} that armin did not "
+                                   f"create; give the armin study another name, or use another --db file")
+
     def close(self) -> None:
         """Close every pooled connection; the last writer to close checkpoints the WAL into the file."""
         self.engine.dispose()
@@ -111,13 +138,78 @@ class Database:
         return f"Database({str(self.path)!r}, readonly={self.readonly})"
 
 
+def _absolute(path: str | Path) -> Path:
+    return Path(path).expanduser().absolute()
+
+
+def connect_readonly(path: str | Path) -> sqlite3.Connection:
+    """The one read-only open of a database file: SQLite refuses every write and never creates the file.
+
+    The path goes in as a `file:` URI with `#`, `?` and `%` percent-escaped (`Path.as_uri`), so the
+    file opened is the one named. A missing file is `StorageError("no database at PATH")`, and nothing
+    is created.
+    """
+    path = _absolute(path)
+    if not path.is_file():
+        if path.is_dir():
+            raise StorageError(f"database path is a directory: {path}")
+        raise StorageError(f"no database at {path}")
+    try:
+        return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                               check_same_thread=False)  # SQLAlchemy's pool may close it from another thread
+    except sqlite3.Error as e:
+        raise StorageError(f"cannot open database {path}: {_one_line(e)}") from e
+
+
+def check_armin_schema(con: sqlite3.Connection, path: Path) -> None:
+    """Raise `StorageError` (one line naming the file and what it holds) unless `con` is an armin database
+    of this schema version."""
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    if Meta.__tablename__ not in tables:
+        raise StorageError(f"{path} is not an armin database: it holds {_contents(con, tables)}; use another --db "
+                           f"file")
+    row = con.execute(f"SELECT value FROM {Meta.__tablename__} WHERE key = ?", (SCHEMA_VERSION_KEY,)).fetchone()
+    stored = row[0] if row else None
+    if stored != str(SCHEMA_VERSION):
+        raise StorageError(
+            f"{path} has armin schema version {stored}, but this armin uses schema version {SCHEMA_VERSION}; "
+            f"use a new --db file (or the armin release that wrote this one)")
+
+
+def _contents(con: sqlite3.Connection, tables: list[str]) -> str:
+    """What a non-armin SQLite file holds, in a few words: an Optuna storage and its studies, or its tables."""
+    if {"studies", "trials", "version_info"} <= set(tables):
+        names = [r[0] for r in con.execute("SELECT study_name FROM studies ORDER BY study_id LIMIT 6")]
+        shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+        return f"an Optuna storage without armin's tables (Optuna studies: {shown or 'none'})"
+    if not tables:
+        return "no tables"
+    shown = ", ".join(tables[:5]) + (f", ... ({len(tables)} tables)" if len(tables) > 5 else "")
+    return f"SQLite tables {shown}"
+
+
+def _is_empty(path: Path, *, create: bool) -> bool:
+    """Look at an existing file read-only: True if it is empty (a new database), False if it is a current armin
+    database; anything else raises `StorageError` before the file is touched."""
+    if path.stat().st_size == 0:
+        if not create:
+            raise StorageError(f"{path} is empty (0 bytes), not an armin database")
+        return True
+    con = connect_readonly(path)
+    try:
+        if create and con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
+            return True  # a SQLite file with nothing in it (e.g. only a header) is as good as empty
+        check_armin_schema(con, path)
+        return False
+    except sqlite3.Error as e:  # e.g. "file is not a database"
+        raise StorageError(f"cannot open database {path}: {_one_line(e)}") from e
+    finally:
+        con.close()
+
+
 def _make_engine(path: Path, *, readonly: bool) -> Engine:
-    if readonly:
-        # A SQLite URI with mode=ro: SQLite refuses writes and never creates the file.
-        url = URL.create("sqlite", database=f"file:{quote(str(path))}", query={"mode": "ro", "uri": "true"})
-    else:
-        url = URL.create("sqlite", database=str(path))
-    engine = create_engine(url)
+    url = URL.create("sqlite", database=str(path))  # readonly: the URL names the file; connect_readonly opens it
+    engine = create_engine(url, creator=lambda: connect_readonly(path)) if readonly else create_engine(url)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -134,20 +226,6 @@ def _make_engine(path: Path, *, readonly: bool) -> Engine:
         conn.exec_driver_sql("BEGIN")
 
     return engine
-
-
-def _check_or_create_schema(conn: Connection, path: Path, *, create: bool) -> None:
-    if not inspect(conn).has_table(Meta.__tablename__):
-        if not create:
-            raise StorageError(f"{path} is not an armin database (no {Meta.__tablename__} table)")
-        Base.metadata.create_all(conn)
-        conn.execute(insert(Meta).values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
-        return
-    stored = conn.scalar(select(Meta.value).where(Meta.key == SCHEMA_VERSION_KEY))
-    if stored != str(SCHEMA_VERSION):
-        raise StorageError(
-            f"{path} has armin schema version {stored}, but this armin uses schema version {SCHEMA_VERSION}; "
-            f"use a new --db file (or the armin release that wrote this one)")
 
 
 def _one_line(e: BaseException) -> str:

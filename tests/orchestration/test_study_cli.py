@@ -122,7 +122,7 @@ def test_status_and_list_of_unknown_things_are_clear(tmp_path):
     assert p.returncode == 2 and "no study named 'nope'" in p.stderr
     p = subprocess.run([*ARMIN, "study", "status", "nope", "--db", str(tmp_path / "missing.db")],
                        capture_output=True, text=True)
-    assert p.returncode == 2 and "database not found" in p.stderr and not (tmp_path / "missing.db").exists()
+    assert p.returncode == 2 and "no database at" in p.stderr and not (tmp_path / "missing.db").exists()
     env = {**os.environ, "ARMIN_DB": str(db_path)}
     p = subprocess.run([*ARMIN, "study", "list"], capture_output=True, text=True, env=env)
     assert p.returncode == 0 and "no studies" in p.stdout

@@ -87,7 +87,7 @@ def test_non_database_file_is_a_storage_error(tmp_path):
 
 
 def test_open_without_create_refuses_a_missing_file(tmp_path):
-    with pytest.raises(StorageError, match="database not found"):
+    with pytest.raises(StorageError, match="no database at"):
         Database.open(tmp_path / "missing.db", create=False)
     assert not (tmp_path / "missing.db").exists()
 
@@ -115,7 +115,7 @@ def test_readonly_refuses_a_write_and_leaves_the_file_unchanged(tmp_path):
 
 def test_readonly_open_of_missing_path_creates_nothing(tmp_path):
     path = tmp_path / "missing.db"
-    with pytest.raises(StorageError, match="database not found"):
+    with pytest.raises(StorageError, match="no database at"):
         Database.open(path, readonly=True)
     assert list(tmp_path.iterdir()) == []
 
