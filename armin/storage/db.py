@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert
+from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -70,7 +70,7 @@ class Database:
         engine = _make_engine(path, readonly=readonly)
         try:
             with engine.begin() as conn:
-                if new:
+                if new and not inspect(conn).has_table(Meta.__tablename__):  # not created meanwhile by another
                     Base.metadata.create_all(conn)
                     conn.execute(insert(Meta).values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
                 else:  # checked above already; again here, in this connection's own snapshot
