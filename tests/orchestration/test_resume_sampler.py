@@ -12,24 +12,20 @@ import json
 import optuna
 import pytest
 from spec_files import write
+from test_study import TINY
 
 from armin.orchestration.driver import Driver
 from armin.orchestration.plans import SearchPlan
 from armin.orchestration.spec import load_spec, make_sampler, resume_seed
 from armin.storage import Database, Study, TrialState
 
+#: test_study's tiny search, resumable: one seed per configuration, 4 configurations, 10 steps
 SPEC = {
+    **copy.deepcopy(TINY),
     "name": "resumed",
     "goal": "Does a resumed search sample new configurations?",
-    "seed": 1,
-    "task": {"name": "copy", "max_len": 3},
-    "model": {"hidden_size": 8, "n_slots": 4, "r_size": 4},
-    "optimizer": {"name": "rmsprop", "lr": 1e-3},
-    "train": {"steps": 10, "batch_size": 4, "eval_every": 10, "eval_sequences": 8, "eval_batch_size": 8},
-    "search": {"n_trials": 4, "seeds_per_config": 1, "sampler": "random", "sampler_seed": 0, "pruner": "none",
-               "max_retries": 1},
-    "objective": {"metric": "eval_loss", "direction": "minimize"},
-    "resources": {"cpus": 1, "gpus": 0},
+    "train": {**TINY["train"], "steps": 10},
+    "search": {**TINY["search"], "n_trials": 4, "seeds_per_config": 1},
     # a continuous parameter: two independent draws never coincide, two replays of one stream always do
     "space": {"model.temperature.start": {"low": 0.1, "high": 2.0, "log": True},
               "model.cell": {"choices": ["armin", "lstm"]}},
