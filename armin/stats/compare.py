@@ -40,7 +40,8 @@ class Scored:
     sign: float  # +1 maximize, -1 minimize: improvement = sign * (arm - baseline)
 
 
-def _check(df: pd.DataFrame, baseline: str, direction: str, rope: float, alpha: float) -> None:
+def _check(df: pd.DataFrame, baseline: str, direction: str, rope: float, alpha: float, *,
+           need_baseline: bool = True) -> None:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"`df` needs the columns {list(COLUMNS)}, but {missing} are missing (got {list(df.columns)}).")
@@ -57,7 +58,7 @@ def _check(df: pd.DataFrame, baseline: str, direction: str, rope: float, alpha: 
     if dup.any():
         raise ValueError(f"one row per (arm, seed) is required, but got duplicates: "
                          f"{sorted(set(map(tuple, df.loc[dup, ['arm', 'seed']].values.tolist())))}.")
-    if len(df) and baseline not in set(df["arm"]):
+    if need_baseline and len(df) and baseline not in set(df["arm"]):
         raise ValueError(f"the baseline {baseline!r} has no rows (arms: {sorted(set(df['arm']))}).")
 
 
@@ -134,6 +135,7 @@ def _rows(df: pd.DataFrame, baseline: str, direction: Direction, rope: float, al
         return []
     level = Level(alpha=alpha, m=len(family), looks=design.looks if design else 1)
     scored = score(df, direction) if len(df) else None
+    sign = 1.0 if direction == "maximize" else -1.0
     out = []
     for arm in family:
         if scored is None or arm not in scored.wide.columns:
@@ -141,7 +143,7 @@ def _rows(df: pd.DataFrame, baseline: str, direction: Direction, rope: float, al
         else:
             d, kinds = _pairs(scored, arm, baseline)
         looks, stop = _looks(d, rope, level, design, rare_share)
-        out.append((arm, kinds, looks, stop, level, scored.sign if scored else (1.0 if direction == "maximize" else -1.0)))
+        out.append((arm, kinds, looks, stop, level, sign))
     return out
 
 
@@ -208,7 +210,7 @@ def plan_seeds(df: pd.DataFrame, *, baseline: str, direction: Direction, rope: f
     design = SequentialDesign(first_round=first_round, step=step, max_seeds=max_seeds)
     ran = df.groupby("arm").size().to_dict() if len(df) else {}
     if baseline not in ran and (arms is not None or not ran):  # a declared family whose baseline has not run yet
-        _check(df[df["arm"] == baseline], baseline, direction, rope, alpha)
+        _check(df, baseline, direction, rope, alpha, need_baseline=False)
         first = {a: first_round - ran.get(a, 0) for a in [baseline, *_family(df, baseline, arms)]}
         return {a: n for a, n in first.items() if n > 0}
     need: dict[str, int] = {}

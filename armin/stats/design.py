@@ -37,11 +37,6 @@ class SequentialDesign:
     def looks(self) -> int:
         return len(self.schedule)
 
-    def look_at(self, n: int) -> int | None:
-        """The last look whose pairs are all present when n pairs are: its pair count, or None before the first."""
-        done = [p for p in self.schedule if p <= n]
-        return done[-1] if done else None
-
     def next_after(self, n: int) -> int | None:
         """The pair count of the first look beyond n, or None when n reached max_seeds."""
         later = [p for p in self.schedule if p > n]

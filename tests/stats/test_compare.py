@@ -180,3 +180,11 @@ def test_the_trace_ends_at_the_settling_look():
         assert (rows.iloc[-1][["look", "verdict", "p_value"]] == final.loc[arm, ["look", "verdict", "p_value"]]).all()
     assert trace[trace.arm == "B"]["look"].tolist() == [10]
     assert len(trace[trace.arm == "C"]) > 1
+
+
+def test_a_first_round_plan_still_validates_the_whole_table():
+    # arms that ran before the baseline: the table is still checked (states, duplicates), only the
+    # baseline's absence is allowed
+    early = table({"B": [1.0, 2.0]}, {"B": ["complete", "crashed"]})
+    with pytest.raises(ValueError, match=r"`state` must be one of"):
+        plan_seeds(early, arms=["B"], first_round=6, **PLAN)
