@@ -106,3 +106,33 @@ def _coerce_tagged(options: list[type], value: Any, where: str) -> Any:
     if value["name"] not in by_name:
         raise ConfigError(f"{where}.name: {value['name']!r} is not allowed (choose from {', '.join(map(repr, by_name))})")
     return from_mapping(by_name[value["name"]], value, where)
+
+
+def changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Every dotted path whose value differs between two plain mappings, as `path: old -> new`.
+
+    For messages and the spec history: a refusal or a version that says *which* key changed, not
+    two hashes. A key present on one side only shows `(none)` on the other.
+    """
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out = []
+        for key in list(old) + [k for k in new if k not in old]:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            out += changed_paths(old.get(key, _MISSING), new.get(key, _MISSING), path)
+        return out
+    if old == new:
+        return []
+    show = lambda v: "(none)" if v is _MISSING else repr(v)  # noqa: E731
+    return [f"{prefix or '(root)'}: {show(old)} -> {show(new)}"]
+
+
+_MISSING = object()
+
+
+def summarize_changes(changes: list[str], *, limit: int = 3, width: int = 120) -> str:
+    """`changed_paths` as one line: the first `limit` changes (each cut to `width`), then how many more."""
+    if not changes:
+        return "no resolved value changed"
+    shown = [c if len(c) <= width else c[:width - 3] + "..." for c in changes[:limit]]
+    more = len(changes) - len(shown)
+    return "; ".join(shown) + (f"; and {more} more" if more else "")

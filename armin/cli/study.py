@@ -130,7 +130,6 @@ def run_or_resume(args: argparse.Namespace) -> int:
         text = read_spec_text(args.spec)
         plan = make_plan(args.kind, text, str(args.spec), args)  # validated before the database is touched
         db = Database.open(path)
-        db.check_new_study_name(plan.name)
     else:
         db = Database.open(path, create=False)
         with db.session() as s:

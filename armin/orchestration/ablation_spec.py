@@ -29,6 +29,8 @@ arms share (armin.seeding), so arms are compared *paired by seed*. The format:
     arms = [ { "model.addressing" = "hidden", "model.cell" = "armin" } ]   # optional: a subset of the
                                         # factorial instead of all of it
     max_retries = 2                     # re-runs of a failed or lost trial
+    allow_identical_arms = false        # true: arms may be the same model under two names (an A/A check of
+                                        # the pipeline); else two arms equal by value are refused
 
     [objective]
     metric = "bits_error"               # at the last evaluation
@@ -96,6 +98,8 @@ from armin.tasks import TaskConfig
 from armin.training.config import OptimizerConfig, RunConfig, TrainConfig
 
 DEFAULT_MAX_RETRIES = 2
+#: The parts of a resolved ablation spec every arm shares (`contract_hash`): changing one needs --force.
+CONTRACT_SECTIONS = ("task", "model", "optimizer", "train", "seed", "objective")
 ADAPTIVE = "adaptive"  # `[design] seeds = "adaptive"`: seeds on demand
 #: first_round and step when a spec omits them: the statistics engine's own defaults.
 DEFAULT_FIRST_ROUND, DEFAULT_STEP = SequentialDesign().first_round, SequentialDesign().step
@@ -132,6 +136,7 @@ class AblationSpec:
     resources: Resources
     max_retries: int
     sequential: SequentialDesign | None = None  # None: every arm runs every seed; else seeds on demand
+    allow_identical_arms: bool = False  # True: an A/A design (two names, one model); False: refused as a typo
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -152,7 +157,8 @@ def parse_ablation(text: str, source: str) -> AblationSpec:
 
 _TOP_KEYS = ("name", "goal", "seed", "task", "model", "optimizer", "train", "factors", "extra_arms", "design",
              "objective", "resources")
-_DESIGN_KEYS = ("baseline", "seeds", "arms", "max_retries", "max_seeds", "first_round", "step")
+_DESIGN_KEYS = ("baseline", "seeds", "arms", "max_retries", "max_seeds", "first_round", "step",
+                "allow_identical_arms")
 _SEQUENTIAL_KEYS = ("max_seeds", "first_round", "step")
 _OBJECTIVE_KEYS = ("metric", "direction", "rope")
 
@@ -184,6 +190,11 @@ def _build(data: dict, source: str) -> AblationSpec:
         raise ConfigError(f"{source}: extra_arms: an arm name repeats a factorial arm's name")
     if len(arms) < 2:
         raise ConfigError(f"{source}: an ablation needs at least 2 arms, got {len(arms)}")
+    identical = design.get("allow_identical_arms", False)
+    if not isinstance(identical, bool):
+        raise ConfigError(f"{source}: design.allow_identical_arms: expected true or false, got {identical!r}")
+    if not identical:
+        _refuse_identical_arms(arms, model, source)
     baseline = _baseline(design.get("baseline"), factors, arms, source)
     fixed = None if design.get("seeds") == ADAPTIVE else _seeds(design.get("seeds"), seed, source)
     sequential = _sequential(design, source)
@@ -207,7 +218,8 @@ def _build(data: dict, source: str) -> AblationSpec:
                           f"reserve a GPU share for cuda, none for cpu")
     return AblationSpec(name=name, goal=goal, seed=seed, task=task, model=model, optimizer=optimizer, train=train,
                         factors=factors, arms=arms, baseline=baseline, seeds=seeds, objective=objective,
-                        rope=float(rope), resources=resources, max_retries=max_retries, sequential=sequential)
+                        rope=float(rope), resources=resources, max_retries=max_retries, sequential=sequential,
+                        allow_identical_arms=identical)
 
 
 def _table(value: Any, allowed: tuple[str, ...], where: str) -> Mapping:
@@ -296,6 +308,18 @@ def _extra_arms(value: Any, model: ModelConfig, source: str) -> tuple[Arm, ...]:
         _model_with(model, overrides, where)
         arms.append(Arm(name=name, levels=(), overrides=tuple(overrides.items())))
     return tuple(arms)
+
+
+def _refuse_identical_arms(arms: tuple[Arm, ...], model: ModelConfig, source: str) -> None:
+    """Two arms with one resolved model (by value: `1` and `1.0`, or an extra arm that repeats a factorial
+    one) would train the same runs twice under two names."""
+    seen: dict[ModelConfig, str] = {}
+    for arm in arms:
+        built = _apply(model, dict(arm.overrides))
+        if built in seen:
+            raise ConfigError(f"{source}: arms {seen[built]!r} and {arm.name!r} are the same model; remove one, or "
+                              f"set design.allow_identical_arms = true for an A/A check")
+        seen[built] = arm.name
 
 
 def _baseline(value: Any, factors, arms: tuple[Arm, ...], source: str) -> str:
@@ -433,9 +457,7 @@ def contract_hash(spec: AblationSpec) -> str:
     Arms, seeds, the seed design (fixed or adaptive, max_seeds, first_round, step) and the ROPE may
     change without changing it: they decide which runs exist, not what a run means.
     """
-    contract = {"task": to_mapping(spec.task), "model": to_mapping(spec.model),
-                "optimizer": to_mapping(spec.optimizer), "train": to_mapping(spec.train), "seed": spec.seed,
-                "objective": to_mapping(spec.objective)}
+    contract = {key: value for key, value in to_mapping(spec).items() if key in CONTRACT_SECTIONS}
     return hashlib.sha256(json.dumps(contract, sort_keys=True).encode()).hexdigest()
 
 

@@ -30,12 +30,23 @@ from dataclasses import dataclass, field
 
 import ray
 
-from armin.config import to_mapping
+from armin.config import changed_paths, summarize_changes, to_mapping
 from armin.errors import ArminError
 from armin.orchestration.plans import Plan, Slot
 from armin.orchestration.provenance import git_commit, versions
 from armin.orchestration.worker import Fault, trial_stream
-from armin.storage import LOST_BY_DRIVER, Cost, Database, Metric, Study, Trial, TrialState, encode_value, utcnow
+from armin.storage import (
+    LOST_BY_DRIVER,
+    Cost,
+    Database,
+    Metric,
+    SpecVersion,
+    Study,
+    Trial,
+    TrialState,
+    encode_value,
+    utcnow,
+)
 from armin.storage.lease import DriverLease, LeaseLost
 
 POLL_S = 0.5  # how long the driver waits for any worker event before refreshing progress
@@ -111,35 +122,68 @@ class Driver:
 
     # ---- the study row --------------------------------------------------------------------------
     def open_study(self) -> int:
-        plan, digest = self.plan, self.plan.digest()
+        """Create the study row, or reopen it; append a spec version when the resolved spec changed.
+
+        A changed contract (the plan's digest) is refused, naming the keys that changed, unless `--force`;
+        then it is recorded as a forced version, so the spec every earlier trial ran under is kept.
+        """
+        plan, digest, spec_json = self.plan, self.plan.digest(), self.plan.spec_json()
         with self.db.session() as s:
             row = s.query(Study).filter_by(name=plan.name).one_or_none()
             if row is None:
                 sha, dirty = git_commit()
                 row = Study(name=plan.name, kind=plan.kind, goal=plan.goal, spec_text=self.spec_text,
-                            spec_json=plan.spec_json(), spec_hash=digest, optuna_study_name=plan.name,
+                            spec_json=spec_json, spec_hash=digest, optuna_study_name=plan.name,
                             status="running", created_at=utcnow(), updated_at=utcnow(), git_commit=sha,
                             git_dirty=dirty, command=self.command, versions_json=json.dumps(versions()))
                 s.add(row)
-            elif row.kind != plan.kind:
-                raise StudyChanged(f"'{plan.name}' is already a {row.kind} in {self.db.path}; give the {plan.kind} "
-                                   f"another name")
-            elif row.spec_hash != digest and not self.force:
-                what = "task, model, optimizer, training or objective" if plan.kind == "ablation" else "spec"
-                raise StudyChanged(
-                    f"{plan.kind} '{plan.name}' was started from a different {what} (stored {row.spec_hash[:12]}, "
-                    f"now {digest[:12]}); rerun with --force to continue anyway, or rename it")
+                s.flush()
+                self.spec_version = self.add_spec_version(s, row, forced=False, changes=None)
+                return row.id
+            self.check_study(row)
+            if row.spec_json != spec_json:
+                changes = summarize_changes(changed_paths(json.loads(row.spec_json), json.loads(spec_json)), limit=12)
+                forced = row.spec_hash != digest
+                row.spec_text, row.spec_json, row.spec_hash = self.spec_text, spec_json, digest
+                self.spec_version = self.add_spec_version(s, row, forced=forced, changes=changes)
             else:
-                row.spec_text, row.spec_json, row.spec_hash = self.spec_text, plan.spec_json(), digest
-                row.status, row.updated_at = "running", utcnow()
+                self.spec_version = max((v.version for v in row.spec_versions), default=1)
+            row.status, row.updated_at = "running", utcnow()
             s.flush()
             return row.id
+
+    def check_study(self, row: Study | None) -> None:
+        """Refuse a same-named study of the other kind, or a changed contract without --force: one line
+        naming the keys that changed. Run read-only before the lease is taken, and again under it."""
+        plan = self.plan
+        if row is None:
+            return
+        if row.kind != plan.kind:
+            raise StudyChanged(f"'{plan.name}' is already a {row.kind} in {self.db.path}; give the {plan.kind} "
+                               f"another name")
+        digest = plan.digest()
+        if row.spec_hash != digest and not self.force:
+            changed = changed_paths(plan.contract(json.loads(row.spec_json)), plan.contract(json.loads(plan.spec_json())))
+            raise StudyChanged(
+                f"{plan.kind} '{plan.name}' was started from a different {plan.contract_name}: "
+                f"{summarize_changes(changed)} (stored {row.spec_hash[:12]}, now {digest[:12]}); rerun with "
+                f"--force to continue anyway (recorded as a new spec version), or rename it")
+
+    def add_spec_version(self, s, study: Study, *, forced: bool, changes: str | None) -> int:
+        """Append the study row's current spec as its next version; returns the version number."""
+        number = max((v.version for v in study.spec_versions), default=0) + 1
+        s.add(SpecVersion(study_id=study.id, version=number, spec_text=study.spec_text, spec_json=study.spec_json,
+                          spec_hash=study.spec_hash, forced=forced, changes=changes, command=self.command,
+                          created_at=utcnow()))
+        return number
 
     # ---- recovery: everything from the database -------------------------------------------------
     def recover(self) -> None:
         """Mark attempts left running by a dead driver as lost and queue every unfinished slot."""
         with self.db.session() as s:
             rows = s.query(Trial).filter_by(study_id=self.study_id).order_by(Trial.number).all()
+            for old, new in self.plan.reconcile(rows).items():
+                print(f"armin: arm {old!r} is now named {new!r} (the same model); its runs count", file=sys.stderr)
             for row in rows:
                 if row.state == TrialState.RUNNING:
                     row.state, row.failure_reason, row.finished_at = TrialState.LOST, LOST_BY_DRIVER, utcnow()
@@ -193,6 +237,7 @@ class Driver:
             row = Trial(study_id=self.study_id, number=number, optuna_trial_id=self.plan.trial_id(handle),
                         config_id=slot.config_id, replicate=slot.replicate, seed=slot.seed, attempt=slot.attempt,
                         retry_of_id=slot.retry_of_id, state=TrialState.RUNNING, arm=slot.arm,
+                        spec_version=self.spec_version,
                         params_json=json.dumps(slot.params, sort_keys=True),
                         config_json=json.dumps(to_mapping(run), sort_keys=True), arch=m.arch,
                         formulation=m.formulation, addressing=m.addressing, cell=m.cell, read=m.read,
@@ -306,6 +351,9 @@ class Driver:
         The study's lease is taken before anything is written (a second live driver is refused with
         `StudyBusy`, touching nothing) and released however the run ends.
         """
+        with self.db.session() as s:  # a refusal writes nothing, not even the lease
+            self.check_study(s.query(Study).filter_by(name=self.plan.name).one_or_none())
+        self.db.check_new_study_name(self.plan.name)  # Optuna's load_if_exists would join a foreign study
         self.lease = DriverLease.take(self.db, self.plan.name, kind=self.plan.kind)
         try:
             return self._run()

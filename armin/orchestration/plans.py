@@ -22,7 +22,7 @@ import optuna
 import pandas as pd
 
 from armin.config import to_mapping
-from armin.orchestration.ablation_spec import AblationSpec, build_arm_run, contract_hash
+from armin.orchestration.ablation_spec import CONTRACT_SECTIONS, AblationSpec, build_arm_run, contract_hash
 from armin.orchestration.spec import StudySpec, build_run, make_pruner, make_sampler, spec_hash, suggest, trial_seed
 from armin.stats import plan_seeds
 from armin.storage import Trial, TrialState
@@ -73,6 +73,13 @@ class Plan(ABC):
     def spec_json(self) -> str:
         return json.dumps(to_mapping(self.spec), sort_keys=True, default=str)
 
+    #: What `digest` covers, in words, for the spec-changed refusal.
+    contract_name = "spec"
+
+    def contract(self, resolved: dict) -> dict:
+        """The part of a resolved spec (`spec_json`, parsed) that `digest` covers: a refusal names its changes."""
+        return resolved
+
     def open(self, db_url: str) -> None:
         """Connect to whatever the plan needs (Optuna's study in the same file)."""
 
@@ -82,6 +89,11 @@ class Plan(ABC):
     def retryable(self, state: TrialState, attempt: int, reason: str | None) -> bool:
         """Whether a finished attempt is run again (`TrialState.is_retried` with this plan's settings)."""
         return state.is_retried(attempt, reason, max_retries=self.max_retries, retry_failed=self.retry_failed)
+
+    def reconcile(self, rows: list[Trial]) -> dict[str, str]:
+        """Relabel attempts (in place, in the caller's session) whose configuration the spec now names
+        differently; returns {old name: new name}. Nothing to do for a search."""
+        return {}
 
     @abstractmethod
     def expected_slots(self, rows: list[Trial]) -> list[Slot]:
@@ -221,8 +233,43 @@ class AblationPlan(Plan):
     def digest(self) -> str:
         return contract_hash(self.spec)
 
+    contract_name = "task, model, optimizer, training, seed or objective"
+
+    def contract(self, resolved: dict) -> dict:
+        return {key: value for key, value in resolved.items() if key in CONTRACT_SECTIONS}
+
+    def reconcile(self, rows: list[Trial]) -> dict[str, str]:
+        """An arm is its model, not its name: rows of a name the spec no longer has take the name of the
+        one arm with the same resolved model (by value), if that arm has no rows of its own.
+
+        Adding a factor renames every arm (`addressing=hidden` becomes `addressing=hidden, cell=armin`);
+        without this its finished runs were orphaned and run again. Rows of an arm removed from the
+        spec, or matching no arm or several, keep their name (and are no slot of this spec).
+        """
+        by_model: dict[str, list[str]] = {}
+        for arm in self.spec.arms:
+            by_model.setdefault(self.model_key(to_mapping(build_arm_run(self.spec, arm, 0).model)), []).append(arm.name)
+        current, named = {a.name for a in self.spec.arms}, {row.arm for row in rows}
+        renames: dict[str, str] = {}
+        for row in rows:
+            old = row.arm
+            if old is None or old in current:
+                continue
+            if old not in renames:
+                match = by_model.get(self.model_key(json.loads(row.config_json)["model"]), [])
+                if len(match) != 1 or match[0] in named or match[0] in renames.values():
+                    continue
+                renames[old] = match[0]
+            row.arm = renames[old]
+        return renames
+
+    @staticmethod
+    def model_key(model: dict) -> str:
+        """A resolved model as canonical JSON (tuples and lists alike), to compare arms by value."""
+        return json.dumps(model, sort_keys=True)
+
     def expected_slots(self, rows: list[Trial]) -> list[Slot]:
-        """Arms keep their config_id by name across spec edits; new arms get the next ids.
+        """Arms keep their config_id by name across spec edits (after `reconcile`); new arms get the next ids.
 
         Fixed seeds: every arm x every seed. Seeds on demand: every (arm, candidate seed) already
         in the database, plus the next round `seeds_to_run` asks for.

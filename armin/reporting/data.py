@@ -30,6 +30,15 @@ class StudyData:
     attempts: pd.DataFrame  # every attempt (the `trials` view)
     final: pd.DataFrame  # the latest attempt of each (config, seed) slot
     curves: pd.DataFrame  # evaluation points of the latest attempts (long format)
+    spec_versions: pd.DataFrame  # the spec history: version, created_at, forced, changes, spec_hash
+
+    def mixed_versions(self) -> pd.DataFrame:
+        """The spec versions the final runs ran under, when their contracts differ (a `--force` between them).
+
+        Empty when every final run ran under one contract: then the spec shown is the one they ran.
+        """
+        used = self.spec_versions[self.spec_versions["version"].isin(self.final.get("spec_version", []))]
+        return used if used["spec_hash"].nunique() > 1 else used.iloc[0:0]
 
     @property
     def metric(self) -> str:
@@ -45,13 +54,17 @@ def load_study(db: str | Path, name: str) -> StudyData:
     row = query.sql(db, "SELECT kind, goal, status, spec_json, spec_text, git_commit, git_dirty, command, "
                         "versions_json, created_at, updated_at FROM armin_studies WHERE name = ?", (name,)).iloc[0]
     final = latest_attempts(attempts)
+    versions = query.sql(db, "SELECT v.version, v.created_at, v.forced, v.changes, v.spec_hash, v.command "
+                             "FROM armin_spec_versions v JOIN armin_studies s ON s.id = v.study_id "
+                             "WHERE s.name = ? ORDER BY v.version", (name,))
     curves = query.curves(db, name)
     curves = curves[curves["trial"].isin(final["trial"])]
     return StudyData(name=name, kind=row["kind"], goal=row["goal"], status=row["status"],
                      spec=json.loads(row["spec_json"]), spec_text=row["spec_text"], git_commit=row["git_commit"],
                      git_dirty=None if row["git_dirty"] is None else bool(row["git_dirty"]), command=row["command"],
                      versions=json.loads(row["versions_json"] or "{}"), created_at=str(row["created_at"]),
-                     updated_at=str(row["updated_at"]), attempts=attempts, final=final, curves=curves)
+                     updated_at=str(row["updated_at"]), attempts=attempts, final=final, curves=curves,
+                     spec_versions=versions)
 
 
 def latest_attempts(attempts: pd.DataFrame) -> pd.DataFrame:

@@ -33,6 +33,7 @@ class QueryError(ArminError):
 
 TRIAL_COLUMNS = """
     s.name AS study, s.kind AS kind, t.number AS trial, t.config_id, t.arm, t.replicate, t.seed, t.attempt,
+    t.spec_version,
     t.retry_of_id, t.state, t.value AS objective, t.value_kind AS objective_kind, t.arch, t.formulation,
     t.addressing, t.cell, t.read, t.temperature_kind, t.hidden_size, t.n_slots, t.params_json,
     c.n_params, c.time_per_step_s, c.steps_per_s, c.wall_time_s, c.peak_memory_bytes,

@@ -204,8 +204,35 @@ def provenance(data: StudyData) -> list[Section]:
         ("seeds", seeds), ("created", data.created_at), ("last updated", data.updated_at),
         ("status", data.status),
     ], columns=["item", "value"])
-    return [Section("Provenance", "", facts, "provenance.csv"),
-            Section("Spec", "The spec as written:\n\n" + data.spec_text)]
+    return [Section("Provenance", "", facts, "provenance.csv"), *spec_history(data),
+            Section("Spec", f"The spec as written (version {current_version(data)}):\n\n" + data.spec_text)]
+
+
+def current_version(data: StudyData) -> int:
+    return int(data.spec_versions["version"].max()) if len(data.spec_versions) else 1
+
+
+def spec_history(data: StudyData) -> list[Section]:
+    """Every version of the spec, what changed, and how many attempts (and final runs) ran under each.
+
+    Shown only when there is more than one: a `--force` or an added arm or seed never hides the spec
+    earlier trials ran under.
+    """
+    v = data.spec_versions
+    if len(v) < 2:
+        return []
+    attempts = data.attempts.groupby("spec_version").size()
+    final = data.final.groupby("spec_version").size() if len(data.final) else pd.Series(dtype=int)
+    table = pd.DataFrame({
+        "version": v["version"].astype(int), "created": v["created_at"].astype(str),
+        "forced": v["forced"].map(lambda f: "yes" if f else "no"),
+        "changes": v["changes"].fillna("(first version)"),
+        "attempts": v["version"].map(lambda n: int(attempts.get(n, 0))),
+        "final_runs": v["version"].map(lambda n: int(final.get(n, 0)))})
+    return [Section("Spec history", "Each time the study ran with a different resolved spec, a version was added "
+                                    "(forced: its task, model, optimizer, training, seed or objective changed, by "
+                                    "--force). Every attempt records the version it ran under; final_runs counts "
+                                    "the runs the results use.", table, "spec_versions.csv")]
 
 
 HTML = jinja2.Template("""<!doctype html>
@@ -242,7 +269,8 @@ def write(report: Report, out: Path) -> Path:
     for s in report.sections:
         md += [f"## {s.title}", ""]
         if s.title == "Spec":
-            md += ["```toml", s.text.split("\n\n", 1)[-1], "```", ""]
+            intro, _, toml = s.text.partition("\n\n")
+            md += [intro, "", "```toml", toml, "```", ""]
         elif s.text:
             md += [s.text, ""]
         if s.table is not None:

@@ -23,8 +23,12 @@ def study_summary(db: Database, name: str) -> str:
         objective = spec["objective"]
         counts = Counter(t.state.name.lower() for t in study.trials)
         results = sum(n for state, n in counts.items() if TrialState[state.upper()].counts_as_result())
+        outside = 0
         if study.kind == "ablation":
             total = len(spec["arms"]) * len(spec["seeds"])
+            arms, seeds = {a["name"] for a in spec["arms"]}, set(spec["seeds"])
+            outside = sum(t.state.counts_as_result() for t in study.trials if t.arm not in arms or t.seed not in seeds)
+            results -= outside  # runs of arms or seeds the spec no longer has are kept, but are no slot of it
         else:
             total = spec["search"]["n_trials"] * spec["search"]["seeds_per_config"]
         # seeds on demand: the total is every candidate seed of every arm, which the design may never need
@@ -33,6 +37,8 @@ def study_summary(db: Database, name: str) -> str:
                  f"elapsed {(study.updated_at - study.created_at).total_seconds() / 60:.1f} min",
                  f"results {results}/{of}; attempts by state: " +
                  (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")]
+        if outside:
+            lines.append(f"  {outside} more results of arms or seeds no longer in the spec (kept, not counted)")
         if study.kind == "ablation":
             lines += arm_lines(study, objective["metric"])
         best = best_trial(study, objective["direction"])

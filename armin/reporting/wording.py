@@ -170,6 +170,13 @@ def summary(data: StudyData, t: AblationTables) -> list[str]:
     limit = reach(t) if len(t.runs) else None
     if limit:
         lines.append(limit)
+    mixed = data.mixed_versions()
+    if len(mixed):
+        changes = "; ".join(f"v{int(r.version)}: {r.changes}" for r in mixed.itertuples()
+                            if isinstance(r.changes, str))
+        lines.append(f"Warning: these runs mix spec versions {', '.join(str(int(n)) for n in mixed['version'])}, "
+                     f"whose task, model, optimizer, training, seed or objective differ (--force): {changes}. "
+                     f"The method text describes the latest version only (see Spec history).")
     lines.append(scope)
     return lines
 

@@ -38,7 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-SCHEMA_VERSION = 1  # bump on any change to the tables below; old files are then refused, not migrated
+SCHEMA_VERSION = 2  # bump on any change to the tables below; old files are then refused, not migrated
+# 2: armin_spec_versions (the spec history) and armin_trials.spec_version
 SCHEMA_VERSION_KEY = "schema_version"  # the armin_meta row holding SCHEMA_VERSION as text
 STUDY_KINDS = ("search", "ablation")
 STUDY_STATUSES = ("running", "complete", "interrupted", "failed")
@@ -184,9 +185,10 @@ class Study(Base):
     name: Mapped[str] = mapped_column(String, unique=True)  # the user-facing handle: `armin query NAME`
     kind: Mapped[str] = mapped_column(String)  # "search" | "ablation" (STUDY_KINDS)
     goal: Mapped[str] = mapped_column(Text)  # the spec's one-line question this study answers
+    # The CURRENT spec (the latest armin_spec_versions row; earlier ones are kept there):
     spec_text: Mapped[str] = mapped_column(Text)  # the TOML exactly as written, comments included
     spec_json: Mapped[str] = mapped_column(Text)  # the resolved spec (defaults filled in), JSON
-    spec_hash: Mapped[str] = mapped_column(String, index=True)  # of spec_json: resume only into the same spec
+    spec_hash: Mapped[str] = mapped_column(String, index=True)  # the plan's digest: resume only into the same spec
     optuna_study_name: Mapped[str] = mapped_column(String)  # Optuna's study in this same file
     status: Mapped[str] = mapped_column(String, default="running")  # STUDY_STATUSES
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -198,6 +200,8 @@ class Study(Base):
 
     trials: Mapped[list[Trial]] = relationship(
         back_populates="study", cascade="all, delete-orphan", passive_deletes=True, order_by="Trial.number")
+    spec_versions: Mapped[list[SpecVersion]] = relationship(
+        back_populates="study", cascade="all, delete-orphan", passive_deletes=True, order_by="SpecVersion.version")
 
     @classmethod
     def find_or_raise_by_name(cls, session: Session, name: str) -> Study:
@@ -207,6 +211,28 @@ class Study(Base):
 
             raise StorageError(f"no study named {name!r} in {_db_path(session)}")
         return study
+
+
+class SpecVersion(Base):
+    """One version of a study's spec. A run whose resolved spec differs from the latest version appends one
+    (`--force` past a changed contract, or arms/seeds added to an ablation), so the spec a trial ran under is
+    never overwritten: each trial row names its version, and the report shows the history."""
+
+    __tablename__ = "armin_spec_versions"
+    __table_args__ = (UniqueConstraint("study_id", "version"), CheckConstraint("version >= 1", name="version_positive"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("armin_studies.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column()  # 1-based, in order of use
+    spec_text: Mapped[str] = mapped_column(Text)  # as written
+    spec_json: Mapped[str] = mapped_column(Text)  # resolved, JSON
+    spec_hash: Mapped[str] = mapped_column(String)  # the plan's digest of this version
+    forced: Mapped[bool] = mapped_column(default=False)  # True: its digest differs from the version before (--force)
+    changes: Mapped[str | None] = mapped_column(Text)  # what differs from the version before, one line; None for 1
+    command: Mapped[str | None] = mapped_column(Text)  # the command line that started it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    study: Mapped[Study] = relationship(back_populates="spec_versions")
 
 
 class Trial(Base):
@@ -229,6 +255,7 @@ class Trial(Base):
     config_id: Mapped[int] = mapped_column()  # which configuration of the study; all its seeds and retries share it
     replicate: Mapped[int] = mapped_column()  # 0-based seed index within the configuration
     seed: Mapped[int] = mapped_column()  # the RunConfig seed actually used, derived from (study seed, arm, replicate)
+    spec_version: Mapped[int] = mapped_column(default=1)  # the armin_spec_versions.version this attempt ran under
     attempt: Mapped[int] = mapped_column(default=1)  # 1-based; > 1 for retries of a LOST/FAILED attempt
     retry_of_id: Mapped[int | None] = mapped_column(
         ForeignKey("armin_trials.id", ondelete="SET NULL"))  # the attempt this one replaces

@@ -5,7 +5,7 @@ of arms whose verdicts are known by construction, so they are deterministic:
 - n_slots = 16 against n_slots = 2 on `read_entropy`: the entropy of a read over 2 slots is at
   most ln 2 = 0.69, over 16 slots about 2.6 at this budget, so every seed's difference has the
   same sign and the comparison is "better" as soon as the sign-flip test can say so;
-- an arm identical to the baseline: with few pairs it can be neither better (the sign-flip test
+- an arm identical to the baseline (`allow_identical_arms`, an A/A design): with few pairs it can be neither better (the sign-flip test
   needs about 8 pairs at this family's level) nor equivalent (the seed guard needs about 15), so
   it keeps asking for seeds up to max_seeds.
 """
@@ -44,7 +44,7 @@ TWINS = {
     **{k: copy.deepcopy(v) for k, v in TINY.items() if k not in ("factors", "design")},
     "extra_arms": {"base": {"model.n_slots": 2}, "same": {"model.n_slots": 2}},
     "design": {"baseline": "base", "seeds": "adaptive", "first_round": 2, "step": 2, "max_seeds": 6,
-               "max_retries": 1},
+               "max_retries": 1, "allow_identical_arms": True},
 }
 #: A clear difference (more slots), an arm identical to the baseline, and the baseline.
 CLEAR = {
@@ -52,7 +52,7 @@ CLEAR = {
     "factors": {"model.n_slots": [2, 16]},
     "extra_arms": {"same": {"model.n_slots": 2}},
     "design": {"baseline": {"model.n_slots": 2}, "seeds": "adaptive", "first_round": 8, "step": 4,
-               "max_seeds": 12, "max_retries": 1},
+               "max_seeds": 12, "max_retries": 1, "allow_identical_arms": True},
     "objective": {"metric": "read_entropy", "direction": "maximize", "rope": 0.1},
 }
 

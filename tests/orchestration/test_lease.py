@@ -153,9 +153,10 @@ def test_a_refused_driver_touches_no_row_of_the_live_one(tmp_path):
 
     path = write(tmp_path, TINY, "abl.toml")
     db = Database.open(tmp_path / "armin.db")
-    with db.session() as s:  # a study mid-run, as another live driver left it
-        s.add(Study(name="abl", kind="ablation", goal="g", spec_text="", spec_json="{}", spec_hash="x",
-                    optuna_study_name="abl", status="running"))
+    plan = AblationPlan(load_ablation(path))
+    with db.session() as s:  # a study mid-run, as another live driver left it (the same spec)
+        s.add(Study(name="abl", kind="ablation", goal="g", spec_text=path.read_text(), spec_json=plan.spec_json(),
+                    spec_hash=plan.digest(), optuna_study_name="abl", status="running"))
     put_lease(db.path, "abl", holder(os.getpid()))  # alive: this very process
     before = study_and_trial_rows(db.path)
     with pytest.raises(StudyBusy):

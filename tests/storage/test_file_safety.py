@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from armin.reporting.query import QueryError, sql
-from armin.storage import Database, StorageError, Study
+from armin.storage import SCHEMA_VERSION, Database, StorageError, Study
 
 ARMIN = [sys.executable, "-m", "armin.cli.main"]
 
@@ -105,7 +105,7 @@ def test_other_sqlite_files_are_refused_and_only_empty_ones_become_databases(tmp
     empty = tmp_path / "empty.db"
     empty.touch()
     Database.open(empty).close()  # 0 bytes: a new database
-    assert list(sql(empty, "SELECT value FROM armin_meta")["value"]) == ["1"]
+    assert list(sql(empty, "SELECT value FROM armin_meta")["value"]) == [str(SCHEMA_VERSION)]
 
 
 def test_resume_on_an_empty_file_leaves_it_empty(tmp_path):
@@ -135,6 +135,19 @@ def test_a_same_named_optuna_study_armin_did_not_create_is_not_joined(tmp_path):
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert "Optuna study named 'copy-quick'" in p.stderr
     assert content(path) == before  # no armin study row, no lease, no Optuna trial
+
+
+def test_the_driver_itself_refuses_a_foreign_optuna_study_not_only_the_cli(tmp_path):
+    from armin.orchestration.driver import Driver
+    from armin.orchestration.plans import SearchPlan
+    from armin.orchestration.spec import load_spec
+
+    path = armin_db(tmp_path / "armin.db", study="ours")
+    optuna_db(path, name="copy-quick")
+    before = content(path)
+    with Database.open(path) as db, pytest.raises(StorageError, match="Optuna study named 'copy-quick'"):
+        Driver(SearchPlan(load_spec("studies/copy_quick.toml")), "", db).run()  # the Python API, no CLI
+    assert content(path) == before
 
 
 # ---- 12. `armin query` refuses what would create files or change settings ----------------------------
