@@ -19,7 +19,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from armin.cli import bench, query, report, study, train
+    from armin.cli import bench, db, query, report, study, train
 
     parser = Parser(prog="armin", description="Controlled ablations and hyperparameter search on ARMIN "
                                               "(Li et al., IJCAI 2019).")
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_parser(sub)
     report.add_parser(sub)
     bench.add_parser(sub)
+    db.add_parser(sub)
     return parser
 
 

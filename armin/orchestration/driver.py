@@ -138,14 +138,16 @@ class Driver:
                             git_dirty=dirty, command=self.command, versions_json=json.dumps(versions()))
                 s.add(row)
                 s.flush()
-                self.spec_version = self.add_spec_version(s, row, forced=False, changes=None)
+                self.spec_version = self.add_spec_version(row, forced=False, changes=None)
                 return row.id
             self.check_study(row)
+            if not row.spec_versions:  # a study from before the spec history (an upgraded file): its spec is version 1
+                self.add_spec_version(row, forced=False, changes=None)
             if row.spec_json != spec_json:
                 changes = summarize_changes(changed_paths(json.loads(row.spec_json), json.loads(spec_json)), limit=12)
                 forced = row.spec_hash != digest
                 row.spec_text, row.spec_json, row.spec_hash = self.spec_text, spec_json, digest
-                self.spec_version = self.add_spec_version(s, row, forced=forced, changes=changes)
+                self.spec_version = self.add_spec_version(row, forced=forced, changes=changes)
             else:
                 self.spec_version = max((v.version for v in row.spec_versions), default=1)
             row.status, row.updated_at = "running", utcnow()
@@ -169,12 +171,12 @@ class Driver:
                 f"{summarize_changes(changed)} (stored {row.spec_hash[:12]}, now {digest[:12]}); rerun with "
                 f"--force to continue anyway (recorded as a new spec version), or rename it")
 
-    def add_spec_version(self, s, study: Study, *, forced: bool, changes: str | None) -> int:
+    def add_spec_version(self, study: Study, *, forced: bool, changes: str | None) -> int:
         """Append the study row's current spec as its next version; returns the version number."""
         number = max((v.version for v in study.spec_versions), default=0) + 1
-        s.add(SpecVersion(study_id=study.id, version=number, spec_text=study.spec_text, spec_json=study.spec_json,
-                          spec_hash=study.spec_hash, forced=forced, changes=changes, command=self.command,
-                          created_at=utcnow()))
+        study.spec_versions.append(SpecVersion(version=number, spec_text=study.spec_text, spec_json=study.spec_json,
+                                               spec_hash=study.spec_hash, forced=forced, changes=changes,
+                                               command=self.command, created_at=utcnow()))
         return number
 
     # ---- recovery: everything from the database -------------------------------------------------

@@ -173,7 +173,14 @@ def check_armin_schema(con: sqlite3.Connection, path: Path) -> None:
     if stored != str(SCHEMA_VERSION):
         raise StorageError(
             f"{path} has armin schema version {stored}, but this armin uses schema version {SCHEMA_VERSION}; "
-            f"use a new --db file (or the armin release that wrote this one)")
+            f"{upgrade_hint(stored)}")
+
+
+def upgrade_hint(stored: str | None) -> str:
+    """What to do with a file of another schema version: upgrade an older one, else use another file."""
+    if stored is not None and stored.isdigit() and int(stored) < SCHEMA_VERSION:
+        return "run `armin db upgrade --db FILE` (it keeps a backup), or use a new --db file"
+    return "use a new --db file (or the armin release that wrote this one)"
 
 
 def _contents(con: sqlite3.Connection, tables: list[str]) -> str:

@@ -255,7 +255,7 @@ class Trial(Base):
     config_id: Mapped[int] = mapped_column()  # which configuration of the study; all its seeds and retries share it
     replicate: Mapped[int] = mapped_column()  # 0-based seed index within the configuration
     seed: Mapped[int] = mapped_column()  # the RunConfig seed actually used, derived from (study seed, arm, replicate)
-    spec_version: Mapped[int] = mapped_column(default=1)  # the armin_spec_versions.version this attempt ran under
+    spec_version: Mapped[int] = mapped_column(default=1, server_default="1")  # the armin_spec_versions.version it ran under
     attempt: Mapped[int] = mapped_column(default=1)  # 1-based; > 1 for retries of a LOST/FAILED attempt
     retry_of_id: Mapped[int | None] = mapped_column(
         ForeignKey("armin_trials.id", ondelete="SET NULL"))  # the attempt this one replaces
