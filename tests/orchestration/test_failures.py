@@ -8,6 +8,7 @@ every trial it sees; Ray's errors are real ones raised by real tasks.
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -88,6 +89,61 @@ def test_ray_errors_are_classified_by_their_cause(ray_cluster):
         state, reason = unfinished(error)
         assert state == TrialState.LOST and failure_class(state, reason) == Failure.ENVIRONMENTAL
         assert type(error).__name__ in reason and "\n" not in reason
+
+
+def monitor_message(used_gb: float) -> str:
+    """The lines of Ray 2.60's memory-monitor message that say who used what (captured from a real kill)."""
+    return ("1 worker(s) were killed due to the node running low on memory. Memory on the node (IP: 192.0.2.2, ID: "
+            "e836) was 22.03GB used / 23.54GB limit (0.935)\nOOM kill reason: Memory usage exceeded threshold\n"
+            "Selected to kill: (Task: job ID=01000000, task name=trial_stream, required resources={CPU: 1}, pid=20474, "
+            f"actual memory used={used_gb:.2f}GB, worker ID=0d59)")
+
+
+def test_a_trial_the_memory_monitor_kills_while_it_fills_the_node_fails_as_its_own_out_of_memory():
+    state, reason = unfinished(ray.exceptions.OutOfMemoryError(monitor_message(0.12)))
+    assert state == TrialState.LOST and reason.startswith(MEMORY_PRESSURE + " (this trial used 0.12 GB)")
+    state, reason = unfinished(ray.exceptions.OutOfMemoryError(monitor_message(15.5)))
+    assert state == TrialState.FAILED and "used 15.5 of its node's 23.5 GB" in reason and "memory_gb" in reason
+
+
+NODE_DEATH = textwrap.dedent("""
+    import json, time
+    import ray
+    from ray.cluster_utils import Cluster
+    from armin.orchestration.failures import unfinished
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    far = cluster.add_node(num_cpus=1, resources={"far": 1})
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+
+    @ray.remote(num_cpus=1, resources={"far": 1}, max_retries=0)
+    def trial():  # a streaming task, as trials are
+        yield "started"
+        time.sleep(120)
+        yield "never"
+
+    stream = trial.remote()
+    assert ray.get(next(stream)) == "started"
+    cluster.remove_node(far, allow_graceful=False)  # the node dies mid-trial
+    try:
+        ray.get(next(stream))
+    except ray.exceptions.RayError as e:
+        state, reason = unfinished(e)
+        print(json.dumps([type(e).__name__, state.name, reason]))
+    ray.shutdown()
+    cluster.shutdown()
+""")
+
+
+def test_a_node_that_dies_mid_trial_is_an_environmental_loss(tmp_path):
+    script = tmp_path / "node.py"
+    script.write_text(NODE_DEATH)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})  # a test cluster: no token to hand round
+    assert done.returncode == 0, done.stderr[-3000:]
+    error, state, reason = json.loads(done.stdout.strip().splitlines()[-1])
+    assert error == "NodeDiedError" and state == "LOST" and reason.startswith(NODE_LOST)
+    assert failure_class(TrialState.LOST, reason) == Failure.ENVIRONMENTAL
 
 
 # ---------------------------------------------------------------- the memory bound
