@@ -7,3 +7,7 @@ class ArminError(Exception):
 
 class ConfigError(ArminError):
     """A configuration value or spec is malformed; the message names where and what is allowed."""
+
+
+class OutOfMemory(ConfigError):
+    """An allocation the run needs was refused (the model does not fit, or not within a trial's memory bound)."""

@@ -163,7 +163,10 @@ def drive(plan, text, db, args) -> int:
             print(f"interrupted ({signal.Signals(signum).name}): running trials were cancelled; continue with "
                   f"`armin {command} resume {plan.name} --db {db.path}`", file=sys.stderr)
             return 128 + signum
+    from armin.reporting.status import ending
+
     print(progress.describe(final))
+    print(f"{plan.kind} {plan.name} {ending(final.failed_for_good, final.total)}")
     return 0
 
 

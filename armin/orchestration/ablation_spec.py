@@ -28,7 +28,7 @@ arms share (armin.seeding), so arms are compared *paired by seed*. The format:
                                         # "adaptive": seeds on demand (below)
     arms = [ { "model.addressing" = "hidden", "model.cell" = "armin" } ]   # optional: a subset of the
                                         # factorial instead of all of it
-    max_retries = 2                     # re-runs of a failed or lost trial
+    max_retries = 2                     # re-runs of a trial whose worker died unexplained (armin.storage.failures)
     allow_identical_arms = false        # true: arms may be the same model under two names (an A/A check of
                                         # the pipeline); else two arms equal by value are refused
 
@@ -40,6 +40,7 @@ arms share (armin.seeding), so arms are compared *paired by seed*. The format:
     [resources]                         # per trial
     cpus = 1
     gpus = 0
+    memory_gb = 4                       # optional: GiB the trial may allocate (default: its CPU share of the node)
 
 Seeds on demand (`seeds = "adaptive"`): the driver runs a first round of seeds on every arm, then
 adds `step` seeds at a time only to the arms whose comparison with the baseline is not settled yet

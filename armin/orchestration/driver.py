@@ -6,10 +6,12 @@ makes one SQLite file safe (one writer) and lets workers live on other machines 
 Units of work. A `Plan` (armin.orchestration.plans) says which (configuration, seed) *slots* a
 study has: configurations asked from Optuna x seeds for a search, arms x seeds for an ablation.
 Every attempt at a slot is one row in `armin_trials`. A slot is finished when an attempt gives a
-result (complete, pruned, diverged) or fails for good; an attempt whose worker or driver died
-(lost), that was cancelled, or (in an ablation) that raised, is re-run and linked to the attempt it
-replaces. Everything needed to resume is in the database, so a killed driver picks up where it
-stopped.
+result (complete, pruned, diverged) or fails for good; which failed attempts are re-run (linked
+to the attempt they replace) is `armin.storage.failures`'s rule, read from the slot's rows: a trial
+that raised (its own out-of-memory included) fails once; one lost to its environment (node, Ray's
+memory monitor, driver death) is re-run without using its `max_retries`; an unexplained loss uses
+them. Everything needed to resume is in the database, so a killed driver picks up where it stopped.
+A study whose slots did not all get a result ends "failed", never "complete".
 
 A plan that grows (an ablation with seeds on demand) is asked again for its slots whenever an
 attempt finishes and a worker is free (`refresh`), from the database's rows alone: a comparison
@@ -32,6 +34,7 @@ import ray
 
 from armin.config import changed_paths, summarize_changes, to_mapping
 from armin.errors import ArminError
+from armin.orchestration.failures import unfinished
 from armin.orchestration.plans import Plan, Slot
 from armin.orchestration.provenance import git_commit, versions
 from armin.orchestration.worker import Fault, trial_stream
@@ -47,6 +50,7 @@ from armin.storage import (
     encode_value,
     utcnow,
 )
+from armin.storage.failures import History, count_failed_for_good, histories
 from armin.storage.lease import DriverLease, LeaseLost
 
 POLL_S = 0.5  # how long the driver waits for any worker event before refreshing progress
@@ -74,6 +78,7 @@ class Progress:
     pruned: int = 0
     diverged: int = 0
     lost: int = 0
+    failed_for_good: int = 0  # slots that ended without a result (set when the study ends)
     best: float | None = None
     design: str | None = None  # a growing plan's state, e.g. "round 2/5 | seeds per arm: ..."
     done_at_start: int = 0  # results already in the database when this driver started
@@ -88,6 +93,10 @@ class Progress:
 
 
 class StudyChanged(ArminError):
+    pass
+
+
+class MemoryBoundTooLarge(ArminError):
     pass
 
 
@@ -190,12 +199,13 @@ class Driver:
                 if row.state == TrialState.RUNNING:
                     row.state, row.failure_reason, row.finished_at = TrialState.LOST, LOST_BY_DRIVER, utcnow()
             latest = {(row.config_id, row.seed): row for row in rows}
+            slots = slot_histories(rows)
             for slot in self.plan.expected_slots(rows):
                 self.expected.add(slot.key)
                 row = latest.get(slot.key)
                 if row is None:
                     self.pending.append(slot)
-                elif self.plan.retryable(row.state, row.attempt, row.failure_reason):
+                elif self.plan.retryable(slots[slot.key]):
                     self.pending.append(Slot(slot.config_id, slot.replicate, slot.params, slot.seed, slot.arm,
                                              row.attempt + 1, row.id))
         self.plan.cleanup_stale()  # after our session: Optuna writes the same file
@@ -250,8 +260,10 @@ class Driver:
             row_id = row.id
         res = self.plan.resources
         launched = time.time()
-        remote = ray.remote(trial_stream).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0)
-        stream = remote.remote(to_mapping(run), max(1, int(res.cpus)), self.faults.get(number))
+        memory = {} if res.memory_bytes is None else {"memory": res.memory_bytes}
+        remote = ray.remote(trial_stream).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0, **memory)
+        stream = remote.remote(to_mapping(run), max(1, int(res.cpus)), self.faults.get(number),
+                               memory_gb=res.memory_gb, cpus=res.cpus)
         self.running[stream] = Running(row_id, slot, handle, stream)
         self.timings[row_id] = {"begun": begun, "launched": launched}
 
@@ -264,8 +276,8 @@ class Driver:
             self.finish(run, TrialState.LOST, reason="the worker stopped without a result")
             return
         except (ray.exceptions.RayError, ConnectionError) as e:
-            first = str(e).splitlines()[0] if str(e) else ""
-            self.finish(run, TrialState.LOST, reason=f"{type(e).__name__}: {first}"[:500])
+            state, reason = unfinished(e)
+            self.finish(run, state, reason=reason)
             return
         kind = event["kind"]
         marks = self.timings[run.row_id]
@@ -316,11 +328,14 @@ class Driver:
             row.state, row.finished_at = state, utcnow()
             row.value, row.value_kind = encode_value(value)
             row.failure_reason, row.traceback, row.diverged_step = reason, tb, diverged_step
+            s.flush()
+            slot = run.slot
+            mine = s.query(Trial).filter_by(study_id=self.study_id, config_id=slot.config_id, seed=slot.seed)
+            history = slot_histories(mine.order_by(Trial.number).all())[slot.key]
         self.plan.tell(run.handle, state, value)  # after our session commits: Optuna writes the same file
         self.count(state, value)
         self.stale = True
-        slot = run.slot
-        if self.plan.retryable(state, slot.attempt, reason):
+        if self.plan.retryable(history):
             self.pending.insert(0, Slot(slot.config_id, slot.replicate, slot.params, slot.seed, slot.arm,
                                         slot.attempt + 1, run.row_id))
 
@@ -389,6 +404,7 @@ class Driver:
         for sig in previous:
             signal.signal(sig, on_signal)
         try:
+            self.check_memory_fits()
             while not interrupted:
                 while len(self.running) < limit and not interrupted and (nxt := self.next_slot()) is not None:
                     self.launch(*nxt)
@@ -402,7 +418,8 @@ class Driver:
                 self.renew_lease()
             if interrupted:
                 raise Interrupted(interrupted[0])
-            status = "complete"
+            self.progress.failed_for_good = self.count_failed_for_good()
+            status = "failed" if self.progress.failed_for_good else "complete"
         except KeyboardInterrupt as e:
             signum = getattr(e, "signum", signal.SIGINT)
             self.cancel_all(f"interrupted by {INTERRUPT_NAMES.get(signum, signal.Signals(signum).name)}")
@@ -435,10 +452,35 @@ class Driver:
             self.finish(run, TrialState.CANCELLED, reason=reason)
         self.pending.clear()  # cancelled attempts are re-run by the next `run`/`resume`
 
+    def check_memory_fits(self) -> None:
+        """A memory bound no node can reserve would leave every trial waiting for ever: say so instead."""
+        need = self.plan.resources.memory_bytes
+        if need is None:
+            return
+        largest = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n["Alive"]), default=0)
+        if largest < need:
+            raise MemoryBoundTooLarge(
+                f"resources.memory_gb = {self.plan.resources.memory_gb:g}, but the largest node of the cluster offers "
+                f"{largest / 2**30:.3g} GiB of Ray's memory resource; lower memory_gb or add a larger node")
+
+    def count_failed_for_good(self) -> int:
+        """Slots the plan asks for that ended without a result (read from the database, as `study status` does)."""
+        with self.db.session() as s:
+            rows = s.query(Trial).filter_by(study_id=self.study_id).order_by(Trial.number).all()
+            slots = {key: h for key, h in slot_histories(rows).items() if key in self.expected}
+        return count_failed_for_good(slots, max_retries=self.plan.max_retries)
+
     def parallel_capacity(self) -> int:
         """How many trials fit at once in the cluster's resources."""
         total, res = ray.cluster_resources(), self.plan.resources
         fits = [math.floor(total.get("CPU", 0) / res.cpus + 1e-9)]
         if res.gpus > 0:
             fits.append(math.floor(total.get("GPU", 0) / res.gpus + 1e-9))
+        if res.memory_bytes is not None:
+            fits.append(math.floor(total.get("memory", 0) / res.memory_bytes + 1e-9))
         return max(1, min(fits))
+
+
+def slot_histories(rows: list[Trial]) -> dict[tuple[int, int], History]:
+    """Each (config_id, seed) slot's attempts, oldest first (`rows` in run order)."""
+    return histories(((row.config_id, row.seed), row.state, row.failure_reason) for row in rows)

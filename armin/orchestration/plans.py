@@ -3,7 +3,7 @@
 - `SearchPlan`: configurations come from Optuna (ask-and-tell), each trained on a few seeds;
   evaluations are reported so the spec's pruner can stop a trial.
 - `AblationPlan`: arms x seeds from an ablation spec. No sampler and no pruner: stopping some
-  arms early would censor the comparison. Failed trials are retried too. With seeds on demand
+  arms early would censor the comparison. With seeds on demand
   (`spec.sequential`) the slots grow by rounds: which seeds each arm still needs is decided by
   `armin.stats.plan_seeds` from the outcomes in the database alone, so a resumed driver plans
   exactly what the one before it would have.
@@ -26,6 +26,7 @@ from armin.orchestration.ablation_spec import CONTRACT_SECTIONS, AblationSpec, b
 from armin.orchestration.spec import StudySpec, build_run, make_pruner, make_sampler, spec_hash, suggest, trial_seed
 from armin.stats import plan_seeds
 from armin.storage import Trial, TrialState
+from armin.storage.failures import retry_due
 from armin.storage.outcomes import final_outcomes
 from armin.training import RunConfig
 
@@ -49,7 +50,6 @@ class Slot:
 
 class Plan(ABC):
     kind: str  # "search" | "ablation": the study row's kind
-    retry_failed: bool  # re-run attempts that raised (ablations), or record them as final (searches)
     grows: bool = False  # True: `expected_slots` asks for more as outcomes arrive (seeds on demand)
 
     def __init__(self, spec):
@@ -86,9 +86,9 @@ class Plan(ABC):
     def cleanup_stale(self) -> None:
         """Close what a dead driver left open outside our tables."""
 
-    def retryable(self, state: TrialState, attempt: int, reason: str | None) -> bool:
-        """Whether a finished attempt is run again (`TrialState.is_retried` with this plan's settings)."""
-        return state.is_retried(attempt, reason, max_retries=self.max_retries, retry_failed=self.retry_failed)
+    def retryable(self, history: list[tuple[TrialState, str | None]]) -> bool:
+        """Whether a slot's latest attempt is run again (`armin.storage.failures.retry_due`, this plan's budget)."""
+        return retry_due(history, max_retries=self.max_retries)
 
     def reconcile(self, rows: list[Trial]) -> dict[str, str]:
         """Relabel attempts (in place, in the caller's session) whose configuration the spec now names
@@ -129,7 +129,7 @@ class Plan(ABC):
 
 
 class SearchPlan(Plan):
-    kind, retry_failed = "search", False
+    kind = "search"
 
     def __init__(self, spec: StudySpec):
         super().__init__(spec)
@@ -214,7 +214,7 @@ class SearchPlan(Plan):
 
 
 class AblationPlan(Plan):
-    kind, retry_failed = "ablation", True
+    kind = "ablation"
 
     def __init__(self, spec: AblationSpec):
         super().__init__(spec)
@@ -288,20 +288,19 @@ class AblationPlan(Plan):
     def outcomes(self, rows: list[Trial]) -> tuple[pd.DataFrame, dict[str, set[int]]]:
         """The finished slots as `armin.stats` outcomes, and every slot's replicate index per arm.
 
-        Read by `final_outcomes`, as the report reads them (a LOST or CANCELLED slot is an outcome
-        only once its retries are spent; one queued, running or due for a retry is none). `seed` is
-        the seed's index in the candidate order, so the statistics see the pairs in run order.
+        Read by `final_outcomes`, as the report reads them (a FAILED slot is an outcome at once, a
+        LOST one once its retries are spent; one queued, running or due for a retry is none). `seed`
+        is the seed's index in the candidate order, so the statistics see the pairs in run order.
         """
         arms, index = {a.name for a in self.spec.arms}, {seed: i for i, seed in enumerate(self.spec.seeds)}
-        latest = {(row.arm, row.seed): row for row in sorted(rows, key=lambda r: r.number)
-                  if row.arm in arms and row.seed in index}
+        mine = [row for row in sorted(rows, key=lambda r: r.number) if row.arm in arms and row.seed in index]
         scheduled: dict[str, set[int]] = {a.name: set() for a in self.spec.arms}
-        for arm, seed in latest:
-            scheduled[arm].add(index[seed])
-        table = pd.DataFrame([{"arm": r.arm, "seed": r.seed, "state": r.state.name, "attempt": r.attempt,
-                               "failure_reason": r.failure_reason, "objective": r.objective} for r in latest.values()],
-                             columns=["arm", "seed", "state", "attempt", "failure_reason", "objective"])
-        done = final_outcomes(table, self.spec.seeds, max_retries=self.max_retries, retry_failed=self.retry_failed)
+        for row in mine:
+            scheduled[row.arm].add(index[row.seed])
+        table = pd.DataFrame([{"arm": r.arm, "seed": r.seed, "state": r.state.name,
+                               "failure_reason": r.failure_reason, "objective": r.objective} for r in mine],
+                             columns=["arm", "seed", "state", "failure_reason", "objective"])
+        done = final_outcomes(table, self.spec.seeds, max_retries=self.max_retries)
         return done[["arm", "replicate", "value", "state"]].rename(columns={"replicate": "seed"}), scheduled
 
     def seeds_to_run(self, rows: list[Trial]) -> dict[str, list[int]]:

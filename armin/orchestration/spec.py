@@ -30,7 +30,7 @@ budget are fixed, identical for every trial, so trials differ only in the model.
     n_warmup_steps = 100                # median only, optional (default 0): steps before a trial may be pruned
     min_resource = 100                  # hyperband only, optional (default: train.eval_every), in steps
     reduction_factor = 3                # hyperband only, optional (default 3)
-    max_retries = 2                     # re-runs of a trial whose worker was lost
+    max_retries = 2                     # re-runs of a trial whose worker died unexplained (armin.storage.failures)
 
     [objective]                         # the value of `metric` at the run's last evaluation
     metric = "bits_error"               # eval_loss | train_loss | bits_error | accuracy | read_entropy | slot_usage
@@ -39,6 +39,7 @@ budget are fixed, identical for every trial, so trials differ only in the model.
     [resources]                         # per trial (optional)
     cpus = 1                            # > 0, fractions allowed (default 1)
     gpus = 0                            # >= 0, fractions allowed (default 0)
+    memory_gb = 4                       # optional: GiB the trial may allocate (default: its CPU share of the node)
 
     [space]                             # dotted paths into the model: model.* and model.temperature.*
     "model.cell" = { choices = ["armin", "lstm"] }                      # categorical
@@ -103,6 +104,7 @@ TPE_CONSTANT_LIAR = True  # running trials count as bad guesses, so parallel wor
 MEDIAN_STARTUP_TRIALS = 5  # finished trials before the median pruner prunes anything
 MEDIAN_WARMUP_STEPS = 0  # training steps of a trial before it may be pruned
 HYPERBAND_REDUCTION_FACTOR = 3  # keep 1/3 of the trials at each rung
+MIN_MEMORY_GB = 0.0625  # resources.memory_gb: below 64 MiB not even the smallest model and its batches fit
 MAX_CORNER_CHECKS = 100_000  # combinations of space corners validated at load (beyond: per trial)
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -164,7 +166,7 @@ class SearchConfig:
     n_warmup_steps: int | None = None  # median only: steps within a trial before it may be pruned
     min_resource: int | None = None  # hyperband only: steps at the first rung (None: train.eval_every)
     reduction_factor: int | None = None  # hyperband only: 1/reduction_factor of trials go on at each rung
-    max_retries: int = 2  # re-runs of a trial whose worker was lost (a crash in training is not retried)
+    max_retries: int = 2  # re-runs of a trial whose worker died unexplained (armin.storage.failures)
 
     def __post_init__(self) -> None:
         require(self.n_trials >= 1, "n_trials", f"must be >= 1, got {self.n_trials}")
@@ -202,10 +204,20 @@ class Resources:
 
     cpus: float = 1.0  # > 0, fractions allowed
     gpus: float = 0.0  # >= 0, fractions allowed (0.25: four trials share a GPU)
+    # GiB the trial may allocate (host memory; reserved from Ray's `memory` resource too). None: the
+    # trial's share of its node by CPUs, so trials that fit by CPU fit in memory (armin.orchestration.memory)
+    memory_gb: float | None = None
 
     def __post_init__(self) -> None:
         require(math.isfinite(self.cpus) and self.cpus > 0, "cpus", f"must be > 0, got {self.cpus}")
         require(math.isfinite(self.gpus) and self.gpus >= 0, "gpus", f"must be >= 0, got {self.gpus}")
+        require(self.memory_gb is None or self.memory_gb >= MIN_MEMORY_GB, "memory_gb",
+                f"must be >= {MIN_MEMORY_GB} (GiB a trial may allocate), got {self.memory_gb}")
+
+    @property
+    def memory_bytes(self) -> int | None:
+        """What the trial reserves from Ray's `memory` resource; None when unset (no reservation)."""
+        return None if self.memory_gb is None else int(self.memory_gb * 2**30)
 
 
 @dataclass(frozen=True)
@@ -766,7 +778,10 @@ def spec_hash(spec: StudySpec | str, source: str = "<spec>") -> str:
     """
     if isinstance(spec, str):
         spec = parse_spec(spec, source)
-    canonical = json.dumps(resolved_mapping(spec), sort_keys=True, separators=(",", ":"))
+    mapping = resolved_mapping(spec)
+    if mapping["resources"]["memory_gb"] is None:  # added after studies existed: hashed only when set,
+        del mapping["resources"]["memory_gb"]  # so their hashes (and their resumes) stay valid
+    canonical = json.dumps(mapping, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -5,9 +5,11 @@ resolved RunConfig as a mapping and yield events:
   {"kind": "started", "host", "pid", "device", "t"}  (t: the worker's wall clock, for overhead timing)
   {"kind": "eval", "step", "metrics"}            at every evaluation (the driver may prune here)
   {"kind": "result", "result": RunResult dict, "t"}   once, at the end (completed or diverged)
-  {"kind": "failed", "reason", "traceback"}      if training raised
-A worker process that dies (OOM, SIGKILL, node loss) yields nothing more; the driver sees Ray's
-error and records the trial as lost.
+  {"kind": "failed", "reason", "traceback"}      if training raised (its own out-of-memory included)
+Training runs under the trial's memory bound (`armin.orchestration.memory`), so an allocation
+beyond it fails here, as a reason naming the bound. A worker process that dies (SIGKILL, Ray's
+memory monitor, node loss) yields nothing more; the driver classifies Ray's error
+(`armin.orchestration.failures`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Literal
 import torch
 
 from armin.config import from_mapping
+from armin.orchestration.failures import trial_error
+from armin.orchestration.memory import bounded, trial_bound
 from armin.training import RunConfig, RunResult, training_events
 
 
@@ -35,23 +39,26 @@ class Fault:
     at_step: int  # acts at the first evaluation at or after this step
 
 
-def trial_stream(run_mapping: dict, threads: int = 1, fault: Fault | None = None) -> Iterator[dict]:
+def trial_stream(run_mapping: dict, threads: int = 1, fault: Fault | None = None, *,
+                 memory_gb: float | None = None, cpus: float = 1.0) -> Iterator[dict]:
+    """`memory_gb` and `cpus` are the spec's resources: the memory bound is `trial_bound(memory_gb, cpus)`."""
     torch.set_num_threads(max(1, threads))
     run = from_mapping(RunConfig, run_mapping, "trial")
     device = run.train.device
     if device.startswith("cuda") and torch.cuda.is_available():
         device = torch.cuda.get_device_name(torch.device(device))
     yield {"kind": "started", "host": socket.gethostname(), "pid": os.getpid(), "device": device, "t": time.time()}
+    bound = trial_bound(memory_gb, cpus)
     try:
-        for event in training_events(run):
-            if isinstance(event, RunResult):
-                yield {"kind": "result", "result": event.to_dict(), "t": time.time()}
-                return
-            if fault is not None and event["step"] >= fault.at_step:
-                if fault.kind == "kill":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                raise RuntimeError(f"injected fault at step {event['step']}")
-            yield {"kind": "eval", "step": int(event["step"]), "metrics": dict(event)}
-    except Exception as e:  # recorded as FAILED with its traceback; the study goes on
-        yield {"kind": "failed", "reason": f"{type(e).__name__}: {e}".splitlines()[0][:500],
-               "traceback": traceback.format_exc()}
+        with bounded(bound):
+            for event in training_events(run):
+                if isinstance(event, RunResult):
+                    yield {"kind": "result", "result": event.to_dict(), "t": time.time()}
+                    return
+                if fault is not None and event["step"] >= fault.at_step:
+                    if fault.kind == "kill":
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    raise RuntimeError(f"injected fault at step {event['step']}")
+                yield {"kind": "eval", "step": int(event["step"]), "metrics": dict(event)}
+    except Exception as e:  # recorded as FAILED with its traceback (never retried); the study goes on
+        yield {"kind": "failed", "reason": trial_error(e, bound), "traceback": traceback.format_exc()}

@@ -66,14 +66,15 @@ def sequential_design(spec: dict) -> SequentialDesign | None:
                             max_seeds=int(seq["max_seeds"]))
 
 
-def runs_table(final: pd.DataFrame, spec: dict, direction: str) -> pd.DataFrame:
+def runs_table(attempts: pd.DataFrame, spec: dict, direction: str) -> pd.DataFrame:
     """One row per finished (arm, seed) slot of the ablation's arms, as the engine reads it, with its score.
 
-    Read by `final_outcomes`, the driver's own reading: an attempt the driver will retry is not an
-    outcome yet, and `replicate` is the seed's position in the spec's run order.
+    Read by `final_outcomes` from every attempt (in run order), the driver's own reading: an attempt
+    the driver will retry is not an outcome yet, and `replicate` is the seed's position in the spec's
+    run order.
     """
     arm_order = [a["name"] for a in spec["arms"]]
-    runs = final_outcomes(final[final["arm"].isin(arm_order)], spec["seeds"],
+    runs = final_outcomes(attempts[attempts["arm"].isin(arm_order)], spec["seeds"],
                           max_retries=int(spec.get("max_retries", 0)))
     if runs.empty:
         return runs.assign(score=pd.Series(dtype=float))[RUN_COLUMNS]
@@ -108,7 +109,7 @@ def ablation_tables(data: StudyData) -> AblationTables:
     family = [a for a in arm_order if a != baseline]
     design = sequential_design(spec)
     final = data.final[data.final["arm"].isin(arm_order)]
-    runs = runs_table(final, spec, direction)
+    runs = runs_table(data.attempts.sort_values("trial"), spec, direction)
 
     # ---- per arm: every outcome counted, the finite values summarised
     arms = summarize_arms(runs, arms=arm_order)

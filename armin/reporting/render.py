@@ -17,6 +17,8 @@ from armin.reporting import figures, latex, wording
 from armin.reporting.ablation import ablation_tables
 from armin.reporting.data import StudyData, load_study
 from armin.reporting.search import search_tables
+from armin.reporting.status import described_status
+from armin.storage import TrialState
 
 SUPERSCRIPTS = str.maketrans("0123456789,", "⁰¹²³⁴⁵⁶⁷⁸⁹˒")
 
@@ -202,7 +204,10 @@ def provenance(data: StudyData) -> list[Section]:
         ("report command", " ".join(["armin", *map(shlex.quote, sys.argv[1:])])),
         ("data", wording.data_note(data)), ("git commit", commit), ("versions", versions), ("hardware", hw),
         ("seeds", seeds), ("created", data.created_at), ("last updated", data.updated_at),
-        ("status", data.status),
+        ("status", described_status(data.status, (((r.config_id, r.seed), TrialState[r.state], r.failure_reason
+                                                    if isinstance(r.failure_reason, str) else None)
+                                                   for r in data.attempts.sort_values("trial").itertuples()),
+                                    data.spec)),
     ], columns=["item", "value"])
     return [Section("Provenance", "", facts, "provenance.csv"), *spec_history(data),
             Section("Spec", f"The spec as written (version {current_version(data)}):\n\n" + data.spec_text)]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Hashable, Iterable
 
 from armin.storage import Database, Study, Trial, TrialState, decode_value
+from armin.storage.failures import count_failed_for_good, histories
 
 
 def best_trial(study: Study, direction: str) -> Trial | None:
@@ -33,7 +35,9 @@ def study_summary(db: Database, name: str) -> str:
             total = spec["search"]["n_trials"] * spec["search"]["seeds_per_config"]
         # seeds on demand: the total is every candidate seed of every arm, which the design may never need
         of = f"{total} at most" if spec.get("sequential") else f"{total}"
-        lines = [f"{study.kind} {study.name} ({study.status}), created {study.created_at:%Y-%m-%d %H:%M:%S} UTC, "
+        state = described_status(study.status, (((t.config_id, t.seed), t.state, t.failure_reason)
+                                                for t in study.trials), spec)
+        lines = [f"{study.kind} {study.name} ({state}), created {study.created_at:%Y-%m-%d %H:%M:%S} UTC, "
                  f"elapsed {(study.updated_at - study.created_at).total_seconds() / 60:.1f} min",
                  f"results {results}/{of}; attempts by state: " +
                  (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")]
@@ -51,6 +55,29 @@ def study_summary(db: Database, name: str) -> str:
                 lines.append(f"  trial {t.number} (config {t.config_id}, seed {t.seed}, attempt {t.attempt}) "
                              f"{t.state.name.lower()}: {detail}")
         return "\n".join(lines)
+
+
+def max_retries(spec: dict) -> int:
+    """The resolved spec's retry budget (a search's is under `search`)."""
+    return int(spec["search"]["max_retries"] if "search" in spec else spec.get("max_retries", 0))
+
+
+def ending(failed_for_good: int, slots: int) -> str:
+    """How a study ended, in the words `study status`, the driver's last line and the report all use."""
+    if not failed_for_good:
+        return f"complete: all {slots} slots have a result"
+    return f"ended incomplete: {failed_for_good} of {slots} slots failed for good"
+
+
+def described_status(status: str, attempts: Iterable[tuple[Hashable, TrialState, str | None]], spec: dict) -> str:
+    """The study row's status, with how many slots failed for good when it ended "failed" (results < slots).
+
+    `attempts`: (slot key, state, failure reason) of every attempt in run order.
+    """
+    if status != "failed":
+        return status
+    slots = histories(attempts)
+    return ending(count_failed_for_good(slots, max_retries=max_retries(spec)), len(slots))
 
 
 def arm_lines(study: Study, metric: str) -> list[str]:

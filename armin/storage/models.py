@@ -42,6 +42,8 @@ SCHEMA_VERSION = 2  # bump on any change to the tables below; old files are then
 # 2: armin_spec_versions (the spec history) and armin_trials.spec_version
 SCHEMA_VERSION_KEY = "schema_version"  # the armin_meta row holding SCHEMA_VERSION as text
 STUDY_KINDS = ("search", "ablation")
+#: "complete": every slot has a result; "failed": the study ended with slots that failed for good
+#: (results < slots; `armin study status` says how many); "interrupted": Ctrl-C/SIGTERM; "running".
 STUDY_STATUSES = ("running", "complete", "interrupted", "failed")
 
 
@@ -64,8 +66,8 @@ class TrialState(enum.IntEnum):
     COMPLETE = 1
     PRUNED = 2
     DIVERGED = 3  # the training loss became NaN/inf: a result about the configuration, not a crash
-    FAILED = 4  # an exception in armin or the user's code; traceback stored
-    LOST = 5  # the worker vanished (node died, driver restarted) without reporting
+    FAILED = 4  # an exception in the trial (its own out-of-memory included); traceback stored; never retried
+    LOST = 5  # the worker vanished (node died, driver restarted, process killed) without reporting
     CANCELLED = 6  # stopped by the user or the driver before it finished
 
     def is_finished(self) -> bool:
@@ -74,18 +76,6 @@ class TrialState(enum.IntEnum):
     def counts_as_result(self) -> bool:
         """True if the attempt says something about its configuration (it is not retried)."""
         return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.DIVERGED)
-
-    def is_retried(self, attempt: int, reason: str | None, *, max_retries: int, retry_failed: bool) -> bool:
-        """Whether a finished attempt is run again: the driver's retry rule, which the report reads rows by.
-
-        Driver deaths and Ctrl-C never use up retries; lost (and, where `retry_failed`, failed)
-        attempts do, `max_retries` times. A finished attempt that is not retried is final.
-        """
-        if self == TrialState.CANCELLED or (self == TrialState.LOST and reason == LOST_BY_DRIVER):
-            return True
-        if self == TrialState.LOST or (self == TrialState.FAILED and retry_failed):
-            return attempt <= max_retries
-        return False
 
 
 class ValueKind(enum.IntEnum):

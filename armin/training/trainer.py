@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 
 from armin.config import to_mapping
-from armin.errors import ConfigError
+from armin.errors import ConfigError, OutOfMemory
 from armin.model import build_model, count_parameters
 from armin.seeding import DATA, GUMBEL, INIT, derive_seed, generator
 from armin.tasks import Batch, Task, build_task
@@ -146,7 +146,7 @@ def allocate_model(run: RunConfig, task: Task, device: torch.device, dtype: torc
         asked = re.search(r"allocate (\d+) bytes", str(e))
         need = f"one weight alone needs {int(asked.group(1)) / 2**30:,.0f} GiB" if asked else \
             (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise ConfigError(f"model: {run.model.describe()} does not fit in memory on {device} ({need}); "
+        raise OutOfMemory(f"model: {run.model.describe()} does not fit in memory on {device} ({need}); "
                           f"reduce hidden_size, n_slots or r_size") from None
 
 

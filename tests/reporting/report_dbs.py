@@ -49,7 +49,8 @@ class Run:
     time_per_step_s: float | None = 0.01  # None: no cost row
     n_params: int = 92_518
     diverged_step: int | None = None
-    attempt: int = 1  # above the spec's max_retries (2): a failed or lost attempt that is final
+    attempt: int = 1  # list a slot's earlier attempts before it, attempt 1, 2, ... (the retry rule reads them all)
+    reason: str | None = None  # the failure reason: an environmental loss is told by it (armin.storage.failures)
 
 
 def write_ablation(path: Path, runs: list[Run], *, name: str = "synthetic", seeds: int = 12, rope: float = 0.5,
@@ -79,7 +80,7 @@ def write_ablation(path: Path, runs: list[Run], *, name: str = "synthetic", seed
                           params_json=json.dumps(overrides), arm=run.arm,
                           arch=overrides.get("model.arch", "armin"), cell=overrides.get("model.cell", "lstm"),
                           worker_host="test", device="cpu", data_source=data_source,
-                          diverged_step=run.diverged_step)
+                          diverged_step=run.diverged_step, failure_reason=run.reason)
             trial.set_objective(run.value)
             if run.state == "COMPLETE":
                 for step in STEPS:

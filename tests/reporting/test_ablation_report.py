@@ -276,22 +276,26 @@ def test_failed_for_good_run_takes_part_and_a_running_one_is_said_to_be_missing(
 
 
 def test_attempts_the_driver_will_retry_are_not_outcomes_yet(tmp_path):
-    # the driver's retry rule (TrialState.is_retried): a failed attempt with retries left, a lost
-    # one, and one the driver lost when it stopped are all run again, so none is a result yet
-    from armin.storage import LOST_BY_DRIVER, TrialState
+    # the driver's retry rule (armin.storage.failures), read from each slot's whole history: a failed
+    # attempt is final at once; three unexplained losses spend max_retries = 2; an environmental loss
+    # after two unexplained ones and a dead driver's loss are run again, so neither is a result yet
+    from armin.storage import LOST_BY_DRIVER
+    from armin.storage.failures import NODE_LOST
 
-    assert TrialState.FAILED.is_retried(1, None, max_retries=2, retry_failed=True)
-    assert not TrialState.FAILED.is_retried(3, None, max_retries=2, retry_failed=True)
-    assert TrialState.LOST.is_retried(9, LOST_BY_DRIVER, max_retries=2, retry_failed=True)
-    assert TrialState.CANCELLED.is_retried(9, None, max_retries=2, retry_failed=True)
+    lost = dict(state="LOST", value=None, time_per_step_s=None)
     runs = replace(outcomes(), LSTM, 2, state="FAILED", value=None, time_per_step_s=None, attempt=1)
-    runs = replace(runs, LSTM, 3, state="LOST", value=None, time_per_step_s=None, attempt=3)  # lost for good
-    out, md, _ = report(tmp_path, runs)
+    runs = replace(runs, LSTM, 3, **lost, attempt=3, reason="WorkerCrashedError: the worker died")
+    runs = replace(runs, PLAIN, 4, **lost, attempt=3, reason=f"{NODE_LOST}; NodeDiedError: gone")
+    runs = replace(runs, PLAIN, 6, **lost, attempt=1, reason=LOST_BY_DRIVER)
+    earlier = [Run(arm, rep, None, **{k: v for k, v in lost.items() if k != "value"}, attempt=a,
+                   reason="WorkerCrashedError: the worker died") for arm, rep in ((LSTM, 3), (PLAIN, 4)) for a in (1, 2)]
+    out, md, _ = report(tmp_path, earlier + runs)
     arms = pd.read_csv(out / "arms.csv").set_index("arm")
-    assert arms.loc[LSTM, "runs"] == 11 and arms.loc[LSTM, "failed"] == 1
+    assert arms.loc[LSTM, "runs"] == 12 and arms.loc[LSTM, "failed"] == 2
+    assert arms.loc[PLAIN, "runs"] == 10 and arms.loc[PLAIN, "failed"] == 0
     comp = pd.read_csv(out / "comparisons.csv").set_index("arm")
-    assert comp.loc[LSTM, "n_pairs"] == 11 and comp.loc[LSTM, "n_failed"] == 1
-    assert "1 run still running, due for a retry or pruned, not in these verdicts." in section(md, "Summary")
+    assert comp.loc[LSTM, "n_pairs"] == 12 and comp.loc[LSTM, "n_failed"] == 2
+    assert "2 runs still running, due for a retry or pruned, not in these verdicts." in section(md, "Summary")
 
 
 def test_sequential_looks_follow_the_run_order_not_the_seed_values(tmp_path):
