@@ -32,6 +32,7 @@ import ray
 
 from armin.config import to_mapping
 from armin.errors import ArminError
+from armin.orchestration import cluster
 from armin.orchestration.plans import Plan, Slot
 from armin.orchestration.provenance import git_commit, versions
 from armin.orchestration.worker import Fault, trial_stream
@@ -307,8 +308,9 @@ class Driver:
         `StudyBusy`, touching nothing) and released however the run ends.
         """
         self.lease = DriverLease.take(self.db, self.plan.name, kind=self.plan.kind)
-        try:
-            return self._run()
+        try:  # Ray is joined and the resources checked before the study row or any trial is touched
+            with cluster.connected(self.address, self.plan.resources.cpus, self.plan.resources.gpus, Interrupted):
+                return self._run()
         finally:
             if not self.lease_lost:
                 self.lease.release()
@@ -318,9 +320,6 @@ class Driver:
         self.plan.open(self.db.url)
         self.recover()  # with the lease held, every RUNNING row is a dead driver's
         self.initial_progress()
-        owns_ray = not ray.is_initialized()
-        if owns_ray:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         limit = self.max_parallel or self.parallel_capacity()
         status = "interrupted"
         # Ctrl-C and SIGTERM (what Slurm, systemd and Kubernetes send) set a flag that the loop checks,
@@ -364,8 +363,6 @@ class Driver:
                 with self.db.session() as s:
                     row = s.get(Study, self.study_id)
                     row.status, row.updated_at = status, utcnow()
-            if owns_ray:
-                ray.shutdown()
         return self.progress
 
     def renew_lease(self) -> None:
