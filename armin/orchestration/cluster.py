@@ -98,6 +98,32 @@ def _captured_stderr() -> Iterator[list[str]]:
             out.append(f.read().decode(errors="replace"))
 
 
+# Ray's connect retries, bounded (the user's own settings win): each attempt waits at most
+# CONNECT_TIMEOUT_S for the GCS, and two attempts are made, instead of minutes.
+JOIN_TIMEOUTS = {"RAY_py_gcs_connect_timeout_s": str(int(CONNECT_TIMEOUT_S)),
+                 "RAY_gcs_rpc_server_connect_timeout_s": str(int(CONNECT_TIMEOUT_S / 2)),
+                 "RAY_gcs_server_port_wait_time_s": "2"}
+
+
+@contextmanager
+def _ray_timeouts(joining: bool) -> Iterator[None]:
+    """Ray reads these from the environment into a cached config: set them, reload it, and put the
+    environment back afterwards (a local start's processes never see them)."""
+    if not joining:
+        yield
+        return
+    from ray._raylet import Config
+
+    added = {k: v for k, v in JOIN_TIMEOUTS.items() if k not in os.environ}
+    os.environ.update(added)
+    Config.initialize("")  # what Ray itself does after changing RAY_AUTH_MODE in-process
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 @contextmanager
 def _signals_raise(interrupt: type[BaseException]) -> Iterator[None]:
     """While connecting, SIGTERM raises like Ctrl-C (`interrupt(signum)`) instead of killing the process."""
@@ -125,25 +151,24 @@ def connect(address: str | None, interrupt: type[BaseException] = KeyboardInterr
     with _signals_raise(interrupt):
         if hostport is not None:
             probe(where, *hostport)
-        wait = os.environ.get("RAY_gcs_server_port_wait_time_s")
-        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(int(CONNECT_TIMEOUT_S)))  # Ray's retries
         try:
             # Only when joining: a local start's child processes would inherit the captured descriptor.
-            with _captured_stderr() if hostport is not None else nullcontext([]) as log:
+            with _ray_timeouts(hostport is not None), \
+                    (_captured_stderr() if hostport is not None else nullcontext([])) as log:
                 try:
                     ray.init(address=target, include_dashboard=False, log_to_driver=False, configure_logging=False)
-                except BaseException:
+                except BaseException as e:
                     ray.shutdown()  # whatever it started (a local cluster half up) goes with it
+                    if isinstance(e, SystemExit) and e.code == signal.SIGTERM:  # ray.init's own SIGTERM handler
+                        raise interrupt(signal.SIGTERM) from None
                     raise
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as e:
             text = f"{e} {' '.join(log)}"
             first = (str(e).splitlines() or [type(e).__name__])[0][:200]
             if "Unauthenticated" in text or "InvalidAuthToken" in text or "uthentication" in first:
                 raise ClusterError(f"{where}: the cluster refused this driver's authentication; {AUTH_HINT}") from None
-            raise ClusterError(f"{where}: cannot connect to Ray ({first})") from None
-        finally:
-            if wait is None:
-                os.environ.pop("RAY_gcs_server_port_wait_time_s", None)
+            raise ClusterError(f"{where}: cannot connect to Ray ({first}) within about {3 * CONNECT_TIMEOUT_S:g} s; "
+                               f"is a Ray head node (`ray start --head`) listening there?") from None
     return where
 
 
