@@ -97,6 +97,7 @@ class Tally:
     kills: Counter = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
     studies_finished: int = 0
+    finished_kinds: Counter = field(default_factory=Counter)  # "ablation"/"search" -> studies finished
     checks: int = 0
 
 
@@ -260,6 +261,8 @@ class Chaos:
             self.log(f"  VIOLATION driver exited {code}: {err.strip()[-300:]}")
         self.check(driver_exited=True, finished=code == 0)
         self.tally.studies_finished += code == 0
+        if code == 0:
+            self.tally.finished_kinds[self.study[1]] += 1
         self.study = None if code == 0 else self.study
         return True
 
@@ -313,6 +316,7 @@ class Chaos:
         """Let the current study run to the end without kills, and check it."""
         if self.study is None:
             return
+        self.log(f"finishing {self.study[0]} without kills")
         if self.driver is None:
             self.resume()
         deadline = time.monotonic() + timeout
@@ -322,31 +326,42 @@ class Chaos:
             time.sleep(0.5)
 
 
-def run_chaos(rounds: int, *, nodes: int = 2, steps: int = 300, seed: int = 0, log=print) -> Tally:
-    """`rounds` kill rounds, then the last study finished; returns the tally (also what the CLI prints)."""
+def run_chaos(rounds: int, *, nodes: int = 2, steps: int = 300, seed: int = 0, per_study: int = 6,
+              log=print) -> Tally:
+    """`rounds` kill rounds, at most `per_study` in one study (then it is finished without kills and
+    checked, and the next kind starts), then the last study finished; returns the tally."""
     ray_tmp = tempfile.mkdtemp(prefix="ac", dir="/tmp")  # short: Ray's socket paths live under it
     os.environ["RAY_TMPDIR"] = ray_tmp  # our cluster's files (and the address file Cluster.shutdown deletes)
     with tempfile.TemporaryDirectory() as work:
         chaos = Chaos(Path(work), nodes=nodes, steps=steps, seed=seed, log=log)
         try:
+            in_study = 0
             while chaos.tally.rounds < rounds:
+                before = chaos.tally.rounds
                 chaos.round()
+                in_study = 0 if chaos.study is None else in_study + chaos.tally.rounds - before
+                if in_study >= per_study:
+                    chaos.finish()
+                    in_study = 0
             chaos.finish()
         finally:
             chaos.close()
     return chaos.tally
 
 
-def bench_chaos(rounds: int, *, nodes: int, steps: int, seed: int, as_json: bool) -> int:
+def bench_chaos(rounds: int, *, nodes: int, steps: int, seed: int, per_study: int, as_json: bool) -> int:
     t0 = time.monotonic()
-    tally = run_chaos(rounds, nodes=nodes, steps=steps, seed=seed, log=(lambda s: None) if as_json else print)
+    tally = run_chaos(rounds, nodes=nodes, steps=steps, seed=seed, per_study=per_study,
+                      log=(lambda s: None) if as_json else print)
     out = {"rounds": tally.rounds, "kills": dict(tally.kills), "violations": len(tally.violations),
            "checks": tally.checks, "studies_finished": tally.studies_finished,
+           "finished_kinds": dict(tally.finished_kinds),
            "wall_s": round(time.monotonic() - t0, 1), "violation_lines": tally.violations}
     if as_json:
         print(json.dumps(out))
     else:
         kills = ", ".join(f"{k} {tally.kills.get(k, 0)}" for k in KINDS)
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(tally.finished_kinds.items()))
         print(f"rounds {tally.rounds} | kills: {kills} | invariant checks {tally.checks} | studies finished "
-              f"{tally.studies_finished} | violations {len(tally.violations)} | {out['wall_s']:.0f} s")
+              f"{tally.studies_finished} ({kinds}) | violations {len(tally.violations)} | {out['wall_s']:.0f} s")
     return 0 if not tally.violations else 1

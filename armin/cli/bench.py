@@ -60,6 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--nodes", type=int, default=2, help="worker nodes of one CPU (default: 2)")
     c.add_argument("--steps", type=int, default=300, help="training steps per trial (default: 300)")
     c.add_argument("--seed", type=int, default=0, help="seed of the random kills (default: 0)")
+    c.add_argument("--per-study", type=int, default=6, help="kill rounds in one study before it is finished "
+                                                             "without kills and the next kind starts (default: 6)")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=run_chaos_bench)
     bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
@@ -131,7 +133,8 @@ def run_chaos_bench(args: argparse.Namespace) -> int:
     from armin.bench.chaos import bench_chaos
     from armin.errors import ConfigError
 
-    if args.rounds < 1 or args.nodes < 1 or args.steps < 4 or args.seed < 0:
-        raise ConfigError(f"need --rounds >= 1, --nodes >= 1, --steps >= 4, --seed >= 0; got {args.rounds=}, "
-                          f"{args.nodes=}, {args.steps=}, {args.seed=}")
-    return bench_chaos(args.rounds, nodes=args.nodes, steps=args.steps, seed=args.seed, as_json=args.json)
+    if args.rounds < 1 or args.nodes < 1 or args.steps < 4 or args.seed < 0 or args.per_study < 1:
+        raise ConfigError(f"need --rounds >= 1, --nodes >= 1, --steps >= 4, --seed >= 0, --per-study >= 1; got "
+                          f"{args.rounds=}, {args.nodes=}, {args.steps=}, {args.seed=}, {args.per_study=}")
+    return bench_chaos(args.rounds, nodes=args.nodes, steps=args.steps, seed=args.seed, per_study=args.per_study,
+                       as_json=args.json)
