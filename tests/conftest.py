@@ -10,7 +10,11 @@ def ray_cluster():
     """Yields the cluster's address, so subprocess drivers can join it with --address."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    from armin.orchestration.cluster import silence_token_notice
+
+    silence_token_notice()
+    # "local": a fresh cluster, never one an earlier `ray start` recorded in /tmp/ray/ray_current_cluster
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

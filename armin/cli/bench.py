@@ -50,6 +50,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--quick", action="store_true", help="only the cells m in {1,3,8}, n in {3,5,10,30}")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=run_stats_bench)
+    c = bsub.add_parser("chaos", help="random worker, node and driver kills during studies; invariants every round",
+                        description="Run ablations and searches on a private Ray cluster of one-CPU nodes on this "
+                                    "machine, through the real CLI driver, and in each round SIGKILL a trial's worker, "
+                                    "a whole node or the driver (then resume); after every round check on a snapshot "
+                                    "of the database: at most one result per slot, status/views/report agree, "
+                                    "Optuna agrees, nothing RUNNING once a driver exits, finished studies complete.")
+    c.add_argument("--rounds", type=int, default=20, help="kill rounds (default: 20)")
+    c.add_argument("--nodes", type=int, default=2, help="worker nodes of one CPU (default: 2)")
+    c.add_argument("--steps", type=int, default=300, help="training steps per trial (default: 300)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random kills (default: 0)")
+    c.add_argument("--per-study", type=int, default=6, help="kill rounds in one study before it is finished "
+                                                             "without kills and the next kind starts (default: 6)")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=run_chaos_bench)
     bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
 
 
@@ -113,3 +127,14 @@ def run_stats_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--reps must be >= 2, got {args.reps}")
     bench_stats(args.reps, quick=args.quick, as_json=args.json)
     return 0
+
+
+def run_chaos_bench(args: argparse.Namespace) -> int:
+    from armin.bench.chaos import bench_chaos
+    from armin.errors import ConfigError
+
+    if args.rounds < 1 or args.nodes < 1 or args.steps < 4 or args.seed < 0 or args.per_study < 1:
+        raise ConfigError(f"need --rounds >= 1, --nodes >= 1, --steps >= 4, --seed >= 0, --per-study >= 1; got "
+                          f"{args.rounds=}, {args.nodes=}, {args.steps=}, {args.seed=}, {args.per_study=}")
+    return bench_chaos(args.rounds, nodes=args.nodes, steps=args.steps, seed=args.seed, per_study=args.per_study,
+                       as_json=args.json)

@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("what", metavar="SQL|trials|curves", help="a SQL statement, or a shortcut")
     p.add_argument("name", nargs="?", help="the study, for the trials/curves shortcuts")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)")
+    p.add_argument("--timeout", type=float, metavar="S", default=None,
+                   help="stop a statement after S seconds (default: 60); Ctrl-C stops it too")
     add_db_option(p)
     p.set_defaults(func=run)
 
@@ -33,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from armin.reporting import query
 
     db = db_path(args)
+    if args.timeout is not None and not args.timeout > 0:
+        raise ConfigError(f"--timeout: must be > 0 seconds, got {args.timeout}")
+    limit = {} if args.timeout is None else {"timeout_s": args.timeout}
     if args.what in SHORTCUTS:
         if not args.name:
             raise ConfigError(f"query {args.what}: needs the study's name (armin query {args.what} NAME)")
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.name:
             raise ConfigError(f"query: unexpected {args.name!r} after the SQL (quote the whole statement)")
-        df = query.sql(db, args.what)
+        df = query.sql(db, args.what, **limit)
     if args.format == "csv":
         df.to_csv(sys.stdout, index=False)
     elif args.format == "json":

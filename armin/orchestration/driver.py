@@ -34,6 +34,7 @@ import ray
 
 from armin.config import changed_paths, summarize_changes, to_mapping
 from armin.errors import ArminError
+from armin.orchestration import cluster
 from armin.orchestration.failures import unfinished
 from armin.orchestration.plans import Plan, Slot
 from armin.orchestration.provenance import git_commit, versions
@@ -372,8 +373,9 @@ class Driver:
             self.check_study(s.query(Study).filter_by(name=self.plan.name).one_or_none())
         self.db.check_new_study_name(self.plan.name)  # Optuna's load_if_exists would join a foreign study
         self.lease = DriverLease.take(self.db, self.plan.name, kind=self.plan.kind)
-        try:
-            return self._run()
+        try:  # Ray is joined and the resources checked before the study row or any trial is touched
+            with cluster.connected(self.address, self.plan.resources.cpus, self.plan.resources.gpus, Interrupted):
+                return self._run()
         finally:
             if not self.lease_lost:
                 self.lease.release()
@@ -383,9 +385,6 @@ class Driver:
         self.plan.open(self.db.url)
         self.recover()  # with the lease held, every RUNNING row is a dead driver's
         self.initial_progress()
-        owns_ray = not ray.is_initialized()
-        if owns_ray:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         limit = self.max_parallel or self.parallel_capacity()
         status = "interrupted"
         # Ctrl-C and SIGTERM (what Slurm, systemd and Kubernetes send) set a flag that the loop checks,
@@ -431,8 +430,6 @@ class Driver:
                 with self.db.session() as s:
                     row = s.get(Study, self.study_id)
                     row.status, row.updated_at = status, utcnow()
-            if owns_ray:
-                ray.shutdown()
         return self.progress
 
     def renew_lease(self) -> None:

@@ -14,11 +14,19 @@ the metrics present):
 
 Non-finite metric values are stored as NULL with a kind (NAN, INF_POS, INF_NEG); the views show
 NULL and a `value_kind` column for the objective.
+
+A statement runs under a time limit and stops on Ctrl-C: SQLite's progress handler, called every few
+thousand virtual-machine steps, aborts it (Python's own SIGINT handling never reaches a statement
+inside SQLite, so a runaway query would otherwise ignore Ctrl-C).
 """
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +37,10 @@ from armin.storage.db import StorageError, check_armin_schema, connect_readonly
 
 class QueryError(ArminError):
     pass
+
+
+QUERY_TIMEOUT_S = 60.0  # default limit on one statement (`armin query --timeout`)
+PROGRESS_STEPS = 10_000  # SQLite VM steps between checks of the clock and Ctrl-C (well under a millisecond)
 
 
 TRIAL_COLUMNS = """
@@ -125,14 +137,55 @@ def connect(db: str | Path, refusals: list[str] | None = None) -> sqlite3.Connec
     return con
 
 
-def sql(db: str | Path, statement: str, params: tuple = ()) -> pd.DataFrame:
-    """Run one read-only SQL statement; a statement that would write is refused, nothing changes."""
+@contextmanager
+def _stoppable(con: sqlite3.Connection, timeout_s: float):
+    """Abort the connection's statement past `timeout_s` or on Ctrl-C; yields the reason list (empty: ran)."""
+    stopped: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+
+    def on_sigint(signum, frame):
+        stopped.append("interrupt")
+
+    def check() -> int:
+        if not stopped and time.monotonic() > deadline:
+            stopped.append("timeout")
+        return 1 if stopped else 0
+
+    if main:
+        signal.signal(signal.SIGINT, on_sigint)
+    con.set_progress_handler(check, PROGRESS_STEPS)
+    try:
+        yield stopped
+    finally:
+        con.set_progress_handler(None, PROGRESS_STEPS)
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    if stopped and stopped[0] == "interrupt":
+        raise KeyboardInterrupt
+
+
+def sql(db: str | Path, statement: str, params: tuple = (), *, timeout_s: float = QUERY_TIMEOUT_S) -> pd.DataFrame:
+    """Run one read-only SQL statement; a statement that would write is refused, nothing changes.
+
+    It is stopped after `timeout_s` seconds (`QueryError`) or on Ctrl-C (`KeyboardInterrupt`)."""
     refusals: list[str] = []
     con = connect(db, refusals)
     try:
-        cur = con.execute(statement, params)
-        columns = [d[0] for d in cur.description or ()]
-        return pd.DataFrame(cur.fetchall(), columns=columns)
+        with _stoppable(con, timeout_s) as stopped:
+            try:
+                cur = con.execute(statement, params)
+                columns = [d[0] for d in cur.description or ()]
+                rows = cur.fetchall()
+            except sqlite3.OperationalError:
+                if stopped:
+                    rows = None
+                else:
+                    raise
+        if rows is None:  # stopped by the clock (Ctrl-C raised KeyboardInterrupt above)
+            raise QueryError(f"stopped after {timeout_s:g} s (the statement's time limit; raise it with --timeout)")
+        return pd.DataFrame(rows, columns=columns)
     except sqlite3.Warning as e:  # e.g. several statements at once
         raise QueryError(f"refused: {e} (one read-only statement at a time)") from None
     except sqlite3.DatabaseError as e:

@@ -1,0 +1,20 @@
+"""`armin bench chaos`, quick: a few real kill rounds (worker, node, driver) with every invariant checked.
+
+Run as the real command in its own process: it starts its own multi-node Ray cluster (under a
+private RAY_TMPDIR), which must not share a process with the test session's Ray connection.
+"""
+
+import json
+import subprocess
+import sys
+
+
+def test_a_few_kill_rounds_keep_every_invariant():
+    p = subprocess.run([sys.executable, "-m", "armin.cli.main", "bench", "chaos", "--rounds", "3", "--steps", "200",
+                        "--seed", "3", "--per-study", "2", "--json"], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:] + p.stdout[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["rounds"] == 3 and sum(out["kills"].values()) == 3
+    assert out["violations"] == 0 and out["violation_lines"] == []
+    assert out["checks"] >= 5  # every round, and each study's end, were checked
+    assert out["finished_kinds"].get("ablation", 0) >= 1 and out["finished_kinds"].get("search", 0) >= 1
