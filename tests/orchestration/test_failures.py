@@ -55,7 +55,6 @@ def test_environmental_losses_do_not_spend_the_retry_budget_but_are_bounded():
     assert retry_due([CRASH], max_retries=1) and not retry_due([CRASH, CRASH], max_retries=1)
     # an unexplained loss, then environmental ones: the budget (1) still has its one retry left
     assert retry_due([CRASH, NODE, (TrialState.LOST, LOST_BY_DRIVER), NODE], max_retries=1)
-    assert retry_due([CRASH, NODE, NODE, CRASH][:-1] + [NODE], max_retries=1)
     assert not retry_due([NODE, NODE, CRASH, CRASH], max_retries=1)  # two unexplained: spent
     assert retry_due([NODE] * MAX_ENVIRONMENTAL_LOSSES, max_retries=0)
     assert not retry_due([NODE] * (MAX_ENVIRONMENTAL_LOSSES + 1), max_retries=0)
@@ -251,3 +250,17 @@ def test_trials_killed_by_rays_memory_monitor_are_retried_without_their_budget_a
     assert all(reason.startswith(MEMORY_PRESSURE) and "OutOfMemoryError" in reason
                for *_, reason in result["rows"])
     assert result["status"] == "failed" and result["failed_for_good"] == 1
+
+
+def test_a_bound_no_node_can_reserve_is_refused_in_one_line_not_left_waiting(ray_cluster, tmp_path):
+    from armin.orchestration.driver import Driver, MemoryBoundTooLarge
+    from armin.orchestration.plans import AblationPlan
+
+    path = write(tmp_path, {**HUGE, "resources": {"memory_gb": 100_000}}, "big.toml")
+    db = Database.open(tmp_path / "armin.db")
+    with pytest.raises(MemoryBoundTooLarge) as info:
+        Driver(AblationPlan(load_ablation(path)), path.read_text(), db).run()
+    message = str(info.value)
+    assert message.startswith("resources.memory_gb = 100000, but the largest node") and "\n" not in message
+    with db.session() as s:
+        assert Study.find_or_raise_by_name(s, "oom").trials == []  # nothing launched
