@@ -30,6 +30,7 @@ class StudyData:
     attempts: pd.DataFrame  # every attempt (the `trials` view)
     final: pd.DataFrame  # the latest attempt of each (config, seed) slot
     curves: pd.DataFrame  # evaluation points of the latest attempts (long format)
+    profile: pd.DataFrame  # the cost profile: one row per (arm, round), empty without one (query.cost_profile)
 
     @property
     def metric(self) -> str:
@@ -51,7 +52,8 @@ def load_study(db: str | Path, name: str) -> StudyData:
                      spec=json.loads(row["spec_json"]), spec_text=row["spec_text"], git_commit=row["git_commit"],
                      git_dirty=None if row["git_dirty"] is None else bool(row["git_dirty"]), command=row["command"],
                      versions=json.loads(row["versions_json"] or "{}"), created_at=str(row["created_at"]),
-                     updated_at=str(row["updated_at"]), attempts=attempts, final=final, curves=curves)
+                     updated_at=str(row["updated_at"]), attempts=attempts, final=final, curves=curves,
+                     profile=query.cost_profile(db, name))
 
 
 def latest_attempts(attempts: pd.DataFrame) -> pd.DataFrame:

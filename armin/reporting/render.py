@@ -147,14 +147,22 @@ def ablation_report(data: StudyData, out: Path) -> Report:
                               t.probes, "probes.csv", figures.probes(data.final, t.arm_order, figs)))
     r.sections.append(Section(
         "Cost beside quality",
-        f"Parameters, time per training step, peak memory (CPU: peak RSS of the worker process; GPU: peak "
-        f"allocated) and wall time per run, means over seeds. speed_ratio: the arm's time per step over the "
-        f"baseline's, paired by seed (the geometric mean ratio) with its simultaneous "
-        f"{wording.percent(1 - t.speed_level.each)} interval; speed_verdict by the comparison rule on log time "
-        f"(within 5%: same speed).",
+        f"From the trials (means over seeds): parameters; time per training step after the first warm-up steps "
+        f"(timed apart: warmup_s, which also loads the C++ loop's cache on a fresh worker); peak tensor memory of "
+        f"one training step (CPU: the profiler's allocator events; GPU: max_memory_allocated; above what was "
+        f"allocated before the step); wall time. From the cost profile (each arm's configuration measured alone, "
+        f"warm, interleaved with the other arms in one process with a trial's resources): time per training "
+        f"step, per sequence element (one time step of one sequence) and per inference batch, GFLOPs per "
+        f"training step (matmuls, forward and backward, torch.utils.flop_counter on the eager loop) and peak step "
+        f"memory; trial_vs_profile is the trials' time per step over the profile's. speed_ratio: the arm's time "
+        f"per step over the baseline's (the geometric mean ratio over the pairs of the {wording.speed_source_words(t)}) "
+        f"with its simultaneous {wording.percent(1 - t.speed_level.each)} interval; speed_verdict by the comparison "
+        f"rule on log time (within 5%: same speed).",
         t.costs, "costs.csv", figures.quality_vs_cost(t.arms, t.costs, metric, figs),
-        columns=["arm", "n_params", "time_per_step_ms", "peak_memory_mib", "wall_time_s", "speed_ratio",
-                 "speed_ratio_low", "speed_ratio_high", "speed_p_value", "speed_verdict"],
+        columns=["arm", "n_params", "time_per_step_ms", "warmup_s", "peak_memory_mib", "wall_time_s",
+                 "profile_step_ms", "profile_us_per_element", "profile_infer_ms", "gflops_per_step",
+                 "profile_peak_mib", "trial_vs_profile", "speed_ratio", "speed_ratio_low", "speed_ratio_high",
+                 "speed_p_value", "speed_verdict"],
         notes=wording.cost_notes(t), tex=True))
     r.sections.append(Section("Method", wording.method(data, t)))
     r.sections.append(Section("Sources of variation", wording.SOURCES_OF_VARIATION))

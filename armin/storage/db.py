@@ -171,9 +171,12 @@ def check_armin_schema(con: sqlite3.Connection, path: Path) -> None:
     row = con.execute(f"SELECT value FROM {Meta.__tablename__} WHERE key = ?", (SCHEMA_VERSION_KEY,)).fetchone()
     stored = row[0] if row else None
     if stored != str(SCHEMA_VERSION):
+        older = stored is not None and stored.isdigit() and int(stored) < SCHEMA_VERSION
+        what = "an older armin" if older else "another armin"
         raise StorageError(
-            f"{path} has armin schema version {stored}, but this armin uses schema version {SCHEMA_VERSION}; "
-            f"use a new --db file (or the armin release that wrote this one)")
+            f"{path} was written by {what} (schema version {stored}; this armin reads version {SCHEMA_VERSION} and "
+            f"does not migrate): run the study again into a new --db file, or read this one with the armin "
+            f"release that wrote it")
 
 
 def _contents(con: sqlite3.Connection, tables: list[str]) -> str:

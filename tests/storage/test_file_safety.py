@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from armin.reporting.query import QueryError, sql
-from armin.storage import Database, StorageError, Study
+from armin.storage import SCHEMA_VERSION, Database, StorageError, Study
 
 ARMIN = [sys.executable, "-m", "armin.cli.main"]
 
@@ -105,7 +105,7 @@ def test_other_sqlite_files_are_refused_and_only_empty_ones_become_databases(tmp
     empty = tmp_path / "empty.db"
     empty.touch()
     Database.open(empty).close()  # 0 bytes: a new database
-    assert list(sql(empty, "SELECT value FROM armin_meta")["value"]) == ["1"]
+    assert list(sql(empty, "SELECT value FROM armin_meta")["value"]) == [str(SCHEMA_VERSION)]
 
 
 def test_resume_on_an_empty_file_leaves_it_empty(tmp_path):

@@ -52,8 +52,8 @@ def test_create_writes_schema_version_and_reopens(tmp_path):
     path = tmp_path / "armin.db"
     Database.open(path).close()
     with sqlite3.connect(path) as raw:
-        assert raw.execute("SELECT value FROM armin_meta WHERE key = 'schema_version'").fetchall() == [("1",)]
-    assert SCHEMA_VERSION == 1
+        assert raw.execute("SELECT value FROM armin_meta WHERE key = 'schema_version'").fetchall() == [(str(SCHEMA_VERSION),)]
+    assert SCHEMA_VERSION == 2  # 2: clean trial costs and cost profiles (issue 10)
     Database.open(path).close()  # a second open of a current file is fine
     Database.open(path, readonly=True).close()
 
