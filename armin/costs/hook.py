@@ -16,7 +16,8 @@ from typing import Any
 import ray
 
 from armin.config import from_mapping
-from armin.costs.profile import Profile, Settings, profile_arms
+from armin.costs.profile import Profile, profile_arms
+from armin.costs.settings import Settings
 from armin.costs.store import save_profile
 from armin.costs.warm import cached, prepare
 from armin.storage import CostProfile, Trial, TrialState

@@ -21,7 +21,7 @@ def save_profile(db: Database, study_id: int, profile: Profile) -> None:
             row = CostProfile(study_id=study_id, arm=a.arm, config_json=json.dumps(a.config, sort_keys=True),
                               n_params=a.n_params, flops_per_step=a.flops_per_step, peak_step_bytes=a.peak_step_bytes,
                               batch_size=a.batch_size, device=profile.device, host=profile.host,
-                              threads=profile.threads, warmup_rounds=profile.warmup_rounds,
+                              threads=profile.threads, clock=profile.clock, warmup_rounds=profile.warmup_rounds,
                               steps_per_round=profile.steps_per_round, measured_at=utcnow())
             row.samples = [CostSample(round=r, train_step_s=t, infer_s=i, elements=e)
                            for r, (t, i, e) in enumerate(zip(a.train_step_s, a.infer_s, a.elements))]

@@ -58,7 +58,7 @@ def profile_facts(profile: pd.DataFrame) -> dict | None:
     if profile.empty:
         return None
     first = profile.iloc[0]
-    return {"device": first["device"], "host": first["host"], "threads": int(first["threads"]),
+    return {"device": first["device"], "host": first["host"], "threads": int(first["threads"]), "clock": first["clock"],
             "rounds": int(profile.groupby("arm")["round"].nunique().min()), "steps_per_round": int(first["steps_per_round"]),
             "warmup_rounds": int(first["warmup_rounds"])}
 

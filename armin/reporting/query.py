@@ -169,7 +169,7 @@ def cost_profile(db: str | Path, name: str) -> pd.DataFrame:
     _require_study(db, name)
     return sql(db, """
         SELECT p.arm, cs.round, cs.train_step_s, cs.infer_s, cs.elements, p.n_params, p.flops_per_step,
-               p.peak_step_bytes, p.batch_size, p.device, p.host, p.threads, p.warmup_rounds, p.steps_per_round,
+               p.peak_step_bytes, p.batch_size, p.device, p.host, p.threads, p.clock, p.warmup_rounds, p.steps_per_round,
                p.measured_at
         FROM armin_cost_samples cs
         JOIN armin_cost_profiles p ON p.id = cs.profile_id

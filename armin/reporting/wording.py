@@ -137,7 +137,7 @@ def speed_source_words(t: AblationTables) -> str:
     if t.speed_source == "cost profile" and p is not None:
         return (f"cost profile: {p['rounds']} paired rounds of {p['steps_per_round']} training steps per arm, "
                 f"interleaved in one process after {p['warmup_rounds']} warm-up rounds, on {p['device']} "
-                f"({p['host']}, {plural(p['threads'], 'thread')})")
+                f"({p['host']}, {plural(p['threads'], 'thread')}, {p['clock']})")
     return "no cost profile of every arm: the trials' times per step, paired by seed"
 
 

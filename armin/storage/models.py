@@ -367,8 +367,9 @@ class CostProfile(Base):
     device: Mapped[str] = mapped_column(String)  # "cpu" or the GPU's name
     host: Mapped[str | None] = mapped_column(String)  # the node that measured it
     threads: Mapped[int] = mapped_column()  # torch intra-op threads: a trial's (its CPUs)
+    clock: Mapped[str] = mapped_column(String)  # "cpu time" (one CPU thread: preemption-free) or "wall"
     warmup_rounds: Mapped[int] = mapped_column()  # untimed rounds before the first sample
-    steps_per_round: Mapped[int] = mapped_column()  # training steps (and inference batches) averaged per sample
+    steps_per_round: Mapped[int] = mapped_column()  # training steps (and inference batches) per sample, its median
     measured_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     samples: Mapped[list[CostSample]] = relationship(
@@ -388,8 +389,8 @@ class CostSample(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     profile_id: Mapped[int] = mapped_column(ForeignKey("armin_cost_profiles.id", ondelete="CASCADE"))
     round: Mapped[int] = mapped_column()  # 0-based; every arm's round r ran on the same batches
-    train_step_s: Mapped[float] = mapped_column(Float)  # mean seconds per training step (trainer.training_step)
-    infer_s: Mapped[float] = mapped_column(Float)  # mean seconds per no-grad eval-mode forward of one batch
+    train_step_s: Mapped[float] = mapped_column(Float)  # median seconds of the round's training steps (training_step)
+    infer_s: Mapped[float] = mapped_column(Float)  # median seconds of its no-grad eval-mode forwards of one batch
     elements: Mapped[float] = mapped_column(Float)  # mean sequence elements (time steps x sequences) per batch
 
     profile: Mapped[CostProfile] = relationship(back_populates="samples")
