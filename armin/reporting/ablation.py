@@ -25,6 +25,7 @@ from armin.stats import (DEFAULT_ALPHA, DEFAULT_RARE_SHARE, Level, SequentialDes
 
 ALPHA = DEFAULT_ALPHA  # family-wise error rate of every family of verdicts in a report
 RARE_SHARE = DEFAULT_RARE_SHARE  # share of seeds a hidden failure mode must hit for the equivalence guard to see it
+PROFILE_COLUMNS = ["profile_step_ms", "profile_us_per_element", "profile_infer_ms", "gflops_per_step", "profile_peak_mib"]
 RUN_COLUMNS = ["arm", "seed", "replicate", "value", "state", "db_state", "score"]
 
 
@@ -183,12 +184,15 @@ def profile_costs(profile: pd.DataFrame, arm_order: list[str]) -> pd.DataFrame:
     rows = []
     for arm in arm_order:
         mine = profile[profile["arm"] == arm]
+        if mine.empty:
+            rows.append({"arm": arm})  # not profiled: its profile columns are NaN
+            continue
         rows.append({"arm": arm, "profile_step_ms": 1e3 * _mean(mine["train_step_s"]),
                      "profile_us_per_element": 1e6 * _mean(mine["train_step_s"] / mine["elements"]),
                      "profile_infer_ms": 1e3 * _mean(mine["infer_s"]),
                      "gflops_per_step": _mean(mine["flops_per_step"]) / 1e9,
                      "profile_peak_mib": _mean(mine["peak_step_bytes"]) / 2**20})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["arm", *PROFILE_COLUMNS])
 
 
 def cost_table(final: pd.DataFrame, arm_order: list[str], baseline: str,
