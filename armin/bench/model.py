@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from armin.costs.measure import peak_tensor_bytes, sync
+from armin.costs.warm import prepare
 from armin.model import ModelConfig, build_model, gumbel_noise
 from armin.model.naive import naive_armin
 
@@ -184,7 +185,7 @@ def add_ratios(rows: list[Row]) -> None:
 def environment(device: torch.device) -> dict:
     from armin.model import extension
 
-    loop = f"C++ ({extension.status()})" if device.type == "cpu" and extension.load() is not None else "Python"
+    loop = f"C++ ({extension.status()})" if device.type == "cpu" and prepare()["status"].startswith("built") else "Python"
     env = {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
            "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "device": str(device), "fused_loop": loop}

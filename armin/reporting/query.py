@@ -36,6 +36,7 @@ TRIAL_COLUMNS = """
     t.retry_of_id, t.state, t.value AS objective, t.value_kind AS objective_kind, t.arch, t.formulation,
     t.addressing, t.cell, t.read, t.temperature_kind, t.hidden_size, t.n_slots, t.params_json,
     c.n_params, c.time_per_step_s, c.steps_per_s, c.wall_time_s, c.peak_memory_bytes, c.warmup_s, c.warmup_steps,
+    c.cpu_time_per_step_s,
     t.diverged_step, t.failure_reason, t.worker_host, t.device, t.data_source, t.started_at, t.finished_at
 """
 

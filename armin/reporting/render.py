@@ -154,12 +154,13 @@ def ablation_report(data: StudyData, out: Path) -> Report:
         f"warm, interleaved with the other arms in one process with a trial's resources): time per training "
         f"step, per sequence element (one time step of one sequence) and per inference batch, GFLOPs per "
         f"training step (matmuls, forward and backward, torch.utils.flop_counter on the eager loop) and peak step "
-        f"memory; trial_vs_profile is the trials' time per step over the profile's. speed_ratio: the arm's time "
+        f"memory; trial_vs_profile is the trials' time per step over the profile's, on the profile's clock (CPU time on one "
+        f"thread: cpu_time_per_step_ms). speed_ratio: the arm's time "
         f"per step over the baseline's (the geometric mean ratio over the pairs of the {wording.speed_source_words(t)}) "
         f"with its simultaneous {wording.percent(1 - t.speed_level.each)} interval; speed_verdict by the comparison "
         f"rule on log time (within 5%: same speed).",
         t.costs, "costs.csv", figures.quality_vs_cost(t.arms, t.costs, metric, figs),
-        columns=["arm", "n_params", "time_per_step_ms", "warmup_s", "peak_memory_mib", "wall_time_s",
+        columns=["arm", "n_params", "time_per_step_ms", "cpu_time_per_step_ms", "warmup_s", "peak_memory_mib", "wall_time_s",
                  "profile_step_ms", "profile_us_per_element", "profile_infer_ms", "gflops_per_step",
                  "profile_peak_mib", "trial_vs_profile", "speed_ratio", "speed_ratio_low", "speed_ratio_high",
                  "speed_p_value", "speed_verdict"],

@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 SCHEMA_VERSION = 2  # bump on any change to the tables below; old files are then refused, not migrated
-# 1 -> 2: trial costs without warm-up (armin_costs.warmup_s, warmup_steps; peak_memory_bytes is tensor memory of
+# 1 -> 2: trial costs without warm-up (armin_costs.warmup_s, warmup_steps, cpu_time_per_step_s; peak_memory_bytes is tensor memory of
 # one step, NULL when not measured) and the per-arm cost profiles (armin_cost_profiles, armin_cost_samples).
 SCHEMA_VERSION_KEY = "schema_version"  # the armin_meta row holding SCHEMA_VERSION as text
 STUDY_KINDS = ("search", "ablation")
@@ -332,6 +332,9 @@ class Cost(Base):
     peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     warmup_s: Mapped[float] = mapped_column(Float, default=0.0)  # the first warmup_steps steps, timed apart
     warmup_steps: Mapped[int] = mapped_column(default=0)
+    # The timed steps on the process's CPU time: the cost profile's clock on one thread, which time slices lost to
+    # other processes do not inflate (wall time does); NULL in rows written without it.
+    cpu_time_per_step_s: Mapped[float | None] = mapped_column(Float)
 
     trial: Mapped[Trial] = relationship(back_populates="cost")
 
@@ -342,7 +345,7 @@ class Cost(Base):
         return cls(**keys, n_params=get("n_params"), time_per_step_s=get("time_per_step_s"),
                    steps_per_s=get("steps_per_s"), wall_time_s=get("wall_time_s"),
                    peak_memory_bytes=get("peak_memory_bytes"), warmup_s=get("warmup_s", 0.0),
-                   warmup_steps=get("warmup_steps", 0))
+                   warmup_steps=get("warmup_steps", 0), cpu_time_per_step_s=get("cpu_time_per_step_s"))
 
 
 class CostProfile(Base):

