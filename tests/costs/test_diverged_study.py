@@ -13,23 +13,10 @@ SPEC = """
 name = "blow-up"
 goal = "Does a study of runs that diverge at once still report?"
 seed = 1
-[task]
-name = "copy"
-max_len = 3
-[model]
-hidden_size = 8
-n_slots = 4
-r_size = 4
-[optimizer]
-name = "adam"
-lr = 1e37
-clip = "none"
-[train]
-steps = 12
-batch_size = 4
-eval_every = 6
-eval_sequences = 8
-eval_batch_size = 8
+task = { name = "copy", max_len = 3 }
+model = { hidden_size = 8, n_slots = 4, r_size = 4 }
+optimizer = { name = "adam", lr = 1e37, clip = "none" }  # every arm diverges at step 2: inside the warm-up
+train = { steps = 12, batch_size = 4, eval_every = 6, eval_sequences = 8, eval_batch_size = 8 }
 [factors]
 "model.cell" = ["armin", "lstm"]
 [design]
