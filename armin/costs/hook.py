@@ -15,7 +15,7 @@ from typing import Any
 
 import ray
 
-from armin.config import from_mapping
+from armin.config import from_mapping, to_mapping
 from armin.costs.profile import Profile, profile_arms
 from armin.costs.settings import Settings
 from armin.costs.store import save_profile
@@ -24,10 +24,20 @@ from armin.storage import CostProfile, Trial, TrialState
 from armin.training import RunConfig
 
 SEARCH_PROFILED = 3  # a search profiles its best configurations (by mean objective over their seeds)
+WAIT_S = 1.0  # while waiting on a hook's Ray tasks, the driver's lease is renewed this often (it rate-limits itself)
 
 
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def _get(driver: Any, refs: list) -> list:
+    """`ray.get(refs)`, renewing the driver's lease meanwhile: a build or a profile can outlast its staleness."""
+    while True:
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=WAIT_S)
+        if not pending:
+            return ray.get(refs)
+        driver.renew_lease()
 
 
 def _on_node(node_id: str):
@@ -43,8 +53,8 @@ def before_trials(driver: Any) -> None:
     nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
 
     def on_each_node(fn):
-        return ray.get([ray.remote(fn).options(num_cpus=0, max_retries=0, scheduling_strategy=_on_node(n)).remote()
-                        for n in nodes])
+        return _get(driver, [ray.remote(fn).options(num_cpus=0, max_retries=0, scheduling_strategy=_on_node(n))
+                             .remote() for n in nodes])
 
     fresh = sum(not ok for ok in on_each_node(cached))
     if fresh:
@@ -71,7 +81,7 @@ def after_trials(driver: Any) -> None:
     res = driver.plan.resources
     task = ray.remote(_profile).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0)
     try:
-        profile = ray.get(task.remote(runs, max(1, int(res.cpus))))
+        profile = _get(driver, [task.remote(runs, max(1, int(res.cpus)))])[0]
     except (ray.exceptions.RayError, ConnectionError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
         _say(f"armin: warning: the cost profile failed ({first}); the report has no cost profile")
@@ -89,8 +99,7 @@ def profiled_runs(plan: Any, rows: list[Trial]) -> dict[str, dict]:
     """arm name -> RunConfig mapping to profile: every arm of an ablation (its first seed), or a search's
     SEARCH_PROFILED best configurations ("config N", best first) by mean objective over their seeds."""
     if plan.kind == "ablation":
-        from armin.config import to_mapping
-        from armin.orchestration.ablation_spec import build_arm_run
+        from armin.orchestration.ablation_spec import build_arm_run  # orchestration imports this module
 
         spec = plan.spec
         return {a.name: to_mapping(build_arm_run(spec, a, spec.seeds[0])) for a in spec.arms}
