@@ -187,6 +187,16 @@ def search_report(data: StudyData, db_url: str, out: Path) -> Report:
                               t.best, "best.csv"))
     r.sections.append(Section("Parameter importances", t.importance_note, t.importances, "importances.csv",
                               figures.importances(t.importances, out / "figures")))
+    if not t.profile.empty:
+        first = data.profile.iloc[0]
+        r.sections.append(Section(
+            "Cost profile of the best configurations",
+            f"The best configurations ('config N': its config_id, best first) measured after the trials like an "
+            f"ablation's arms (see the README's Costs): {int(data.profile.groupby('arm')['round'].nunique().min())} "
+            f"paired rounds on {first['device']} ({first['clock']}, {int(first['threads'])} threads); speed_ratio: "
+            f"time per training step over the best configuration's, with its simultaneous interval and the "
+            f"comparison rule's verdict (within 5%: same speed).",
+            t.profile, "cost_profile.csv"))
     r.sections.append(Section("Sources of variation", "Each value is one training run (or the mean of a "
                                                       "configuration's seeds); trials differ in configuration and "
                                                       "seed at once, so a gap between two configurations includes "

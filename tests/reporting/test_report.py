@@ -234,3 +234,8 @@ def test_cost_section_and_speed_verdicts_come_from_the_stored_cost_profile(db, t
     # the search profiled its best configurations
     search = cost_profile(db, "rep-search")
     assert 1 <= search["arm"].nunique() <= 3 and search["arm"].str.startswith("config ").all()
+    out = build_report(db, "rep-search", tmp_path / "s").parent
+    best, shown = pd.read_csv(out / "best.csv"), pd.read_csv(out / "cost_profile.csv")
+    assert shown["arm"].iloc[0] == f"config {best['config_id'].iloc[0]}"  # best first, as the search ranks them
+    assert list(shown["arm"]) == list(dict.fromkeys(search["arm"])) and shown["profile_step_ms"].notna().all()
+    assert "## Cost profile of the best configurations" in (out / "report.md").read_text()
