@@ -31,6 +31,11 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _first_line(e: BaseException) -> str:
+    """The last line of a (Ray) error: the original exception's message."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+
+
 def _get(driver: Any, refs: list) -> list:
     """`ray.get(refs)`, renewing the driver's lease meanwhile: a build or a profile can outlast its staleness."""
     while True:
@@ -56,11 +61,16 @@ def before_trials(driver: Any) -> None:
         return _get(driver, [ray.remote(fn).options(num_cpus=0, max_retries=0, scheduling_strategy=_on_node(n))
                              .remote() for n in nodes])
 
-    fresh = sum(not ok for ok in on_each_node(cached))
-    if fresh:
-        _say(f"armin: building the fused C++ loop on {fresh} of {len(nodes)} node(s) before the first trial "
-             f"(about 40 s; cached afterwards)")
-    done = on_each_node(_quiet_prepare)
+    try:
+        fresh = sum(not ok for ok in on_each_node(cached))
+        if fresh:
+            _say(f"armin: building the fused C++ loop on {fresh} of {len(nodes)} node(s) before the first trial "
+                 f"(about 40 s; cached afterwards)")
+        done = on_each_node(_quiet_prepare)
+    except (ray.exceptions.RayError, ConnectionError) as e:  # e.g. a node left: its trials load the loop themselves
+        _say(f"armin: warning: building the fused C++ loop on every node failed ({_first_line(e)}); each trial "
+             f"loads it before its clock starts")
+        return
     for node, d in zip(nodes, done):
         if d["built"]:
             _say(f"armin: fused C++ loop {d['status']} in {d['seconds']:.1f} s on node {node[:8]}")
@@ -83,8 +93,7 @@ def after_trials(driver: Any) -> None:
     try:
         profile = _get(driver, [task.remote(runs, max(1, int(res.cpus)))])[0]
     except (ray.exceptions.RayError, ConnectionError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
-        _say(f"armin: warning: the cost profile failed ({first}); the report has no cost profile")
+        _say(f"armin: warning: the cost profile failed ({_first_line(e)}); the report has no cost profile")
         return
     save_profile(driver.db, driver.study_id, profile)
 
