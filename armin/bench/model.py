@@ -1,5 +1,7 @@
 """`armin bench model`: fast ARMIN against nn.LSTM and the naive reference, in one process, interleaved.
 
+(`armin bench model --spec SPEC` profiles a spec's arms instead: `armin.bench.arms`, the study's cost profile.)
+
 For every (batch, sequence length) of the grid it times, round-robin (the starting contender
 rotating every round) so that machine noise hits every contender alike:
   armin   the model as built by `build_model` (fused path), each formulation x cell
@@ -26,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from armin.costs.measure import peak_tensor_bytes, sync
+from armin.costs.warm import prepare
 from armin.model import ModelConfig, build_model, gumbel_noise
 from armin.model.naive import naive_armin
 
@@ -110,11 +114,6 @@ def _lstm_run(lstm):
 
 
 # ---- measuring ---------------------------------------------------------------------------------
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def once(c: Contender, mode: str, x: torch.Tensor, gen: torch.Generator) -> float:
     """Seconds for one pass of `mode`."""
     device = x.device
@@ -136,26 +135,9 @@ def once(c: Contender, mode: str, x: torch.Tensor, gen: torch.Generator) -> floa
 
 
 def peak_train_bytes(c: Contender, x: torch.Tensor, gen: torch.Generator) -> int:
-    """Peak bytes allocated during one train pass, above what was allocated before it."""
+    """Peak tensor bytes allocated during one train pass, above what was allocated before it."""
     c.opt.zero_grad(set_to_none=True)
-    if x.device.type == "cuda":
-        sync(x.device)
-        torch.cuda.reset_peak_memory_stats(x.device)
-        base = torch.cuda.memory_allocated(x.device)
-        c.run(x, True, gen).square().mean().backward()
-        sync(x.device)
-        return torch.cuda.max_memory_allocated(x.device) - base
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        c.run(x, True, gen).square().mean().backward()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
-    now = peak = 0
-    for e in events:
-        now += e.nbytes()
-        peak = max(peak, now)
-    return peak
+    return peak_tensor_bytes(lambda: c.run(x, True, gen).square().mean().backward(), x.device)[0]
 
 
 def bench_cell(contenders: list[Contender], batch: int, seq_len: int, modes: Sequence[str], repeats: int,
@@ -203,7 +185,7 @@ def add_ratios(rows: list[Row]) -> None:
 def environment(device: torch.device) -> dict:
     from armin.model import extension
 
-    loop = f"C++ ({extension.status()})" if device.type == "cpu" and extension.load() is not None else "Python"
+    loop = f"C++ ({extension.status()})" if device.type == "cpu" and prepare()["status"].startswith("built") else "Python"
     env = {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
            "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "device": str(device), "fused_loop": loop}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from armin.costs.settings import ROUNDS, STEPS_PER_ROUND, WARMUP_ROUNDS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,10 +36,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--modes", default="train,infer,step", help="any of train,infer,step (default: all three)")
     m.add_argument("--hidden", type=int, default=100, help="ARMIN hidden size H; the LSTMs get H and 3H (default: 100)")
     m.add_argument("--repeats", type=int, default=5, help="timed rounds per cell; medians are reported (default: 5)")
-    m.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
-    m.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    m.add_argument("--warmup", type=int, default=None,
+                   help=f"untimed rounds first (default: 1; with --spec {WARMUP_ROUNDS})")
+    m.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cpu; with --spec the spec's)")
     m.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     m.add_argument("--no-naive", action="store_true", help="skip the naive reference (it is the slowest)")
+    m.add_argument("--spec", type=Path, metavar="SPEC",
+                   help="profile the arms of this ablation spec instead (the study's cost profile: interleaved "
+                        "paired rounds on the spec's device with a trial's threads, ratios to the baseline with "
+                        "intervals and speed verdicts); --device and --threads override the spec's")
+    m.add_argument("--rounds", type=int, default=ROUNDS, help=f"with --spec: timed rounds (default: {ROUNDS})")
+    m.add_argument("--steps-per-round", type=int, default=STEPS_PER_ROUND,
+                   help=f"with --spec: training steps per arm per round (default: {STEPS_PER_ROUND})")
     m.add_argument("--json", action="store_true", help="print JSON")
     m.set_defaults(func=run_model_bench)
     s = bsub.add_parser("stats", help="Monte-Carlo error rates of the verdict engine (armin.stats) vs its targets",
@@ -103,19 +114,37 @@ def run_model_bench(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag}: values must be >= 1, got {text!r}")
         return values
 
+    if args.device is not None and args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: CUDA is not available in this torch build / machine")
+    if not (args.device is None or args.device == "cpu" or args.device.startswith("cuda")):
+        raise ConfigError(f"--device: expected cpu or cuda[:N], got {args.device!r}")
+    if (args.warmup is not None and args.warmup < 0) or (args.threads is not None and args.threads < 1):
+        raise ConfigError(f"need --warmup >= 0 and --threads >= 1; got {args.warmup=}, {args.threads=}")
+    if args.spec is not None:
+        return run_spec_bench(args)
     batches, seq_lens = ints("--batch", args.batch), ints("--seq-len", args.seq_len)
     modes = tuple(args.modes.split(","))
     if not set(modes) <= set(MODES):
         raise ConfigError(f"--modes: expected some of {','.join(MODES)}, got {args.modes!r}")
-    if args.hidden < 4 or args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
-        raise ConfigError(f"need --hidden >= 4, --repeats >= 1, --warmup >= 0, --threads >= 1; got "
-                          f"{args.hidden=}, {args.repeats=}, {args.warmup=}, {args.threads=}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device}: CUDA is not available in this torch build / machine")
-    if not (args.device == "cpu" or args.device.startswith("cuda")):
-        raise ConfigError(f"--device: expected cpu or cuda[:N], got {args.device!r}")
-    bench_model(batches, seq_lens, hidden=args.hidden, modes=modes, repeats=args.repeats, warmup=args.warmup,
-                device=args.device, threads=args.threads, naive=not args.no_naive, as_json=args.json)
+    if args.hidden < 4 or args.repeats < 1:
+        raise ConfigError(f"need --hidden >= 4 and --repeats >= 1; got {args.hidden=}, {args.repeats=}")
+    bench_model(batches, seq_lens, hidden=args.hidden, modes=modes, repeats=args.repeats,
+                warmup=1 if args.warmup is None else args.warmup, device=args.device or "cpu", threads=args.threads,
+                naive=not args.no_naive, as_json=args.json)
+    return 0
+
+
+def run_spec_bench(args: argparse.Namespace) -> int:
+    from armin.bench.arms import bench_spec
+    from armin.costs.settings import Settings
+    from armin.errors import ConfigError
+
+    if args.rounds < 2 or args.steps_per_round < 1:
+        raise ConfigError(f"need --rounds >= 2 (the pairs of the speed verdicts) and --steps-per-round >= 1; got "
+                          f"{args.rounds=}, {args.steps_per_round=}")
+    settings = Settings(rounds=args.rounds, warmup_rounds=WARMUP_ROUNDS if args.warmup is None else args.warmup,
+                        steps_per_round=args.steps_per_round, threads=args.threads)
+    bench_spec(args.spec, settings, device=args.device, as_json=args.json)
     return 0
 
 

@@ -131,8 +131,10 @@ def run(args: argparse.Namespace) -> int:
         result = train(cfg, report=lambda step, metrics: progress.log(format_metrics(metrics)),
                        progress=progress.update)
     print(f"{result.status}" + (f" at step {result.diverged_step}" if result.diverged_step else "") +
-          f" | {result.n_params:,} parameters | {result.time_per_step_s * 1e3:.1f} ms/step | "
-          f"peak memory {result.peak_memory_bytes / 2**20:.0f} MiB | {result.device}")
+          f" | {result.n_params:,} parameters | {result.time_per_step_s * 1e3:.1f} ms/step (after "
+          f"{result.warmup_steps} warm-up steps, {result.warmup_s:.2f} s) | peak step tensor memory "
+          + (f"{result.peak_memory_bytes / 2**20:.2f} MiB" if result.peak_memory_bytes is not None else "not measured")
+          + f" | {result.device}")
     if args.out is not None:
         args.out.write_text(json.dumps(result.to_dict(), indent=2))
         print(f"wrote {args.out}")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import ray
 
 from armin.config import changed_paths, summarize_changes, to_mapping
+from armin.costs import hook as cost_hook
 from armin.errors import ArminError
 from armin.orchestration import cluster
 from armin.orchestration.failures import unfinished
@@ -312,9 +313,7 @@ class Driver:
     def finish_result(self, run: Running, result: dict) -> None:
         with self.db.session() as s:
             s.get(Trial, run.row_id).data_source = result.get("data_source")
-            s.add(Cost(trial_id=run.row_id, n_params=result["n_params"], time_per_step_s=result["time_per_step_s"],
-                       steps_per_s=result["steps_per_s"], wall_time_s=result["wall_time_s"],
-                       peak_memory_bytes=result["peak_memory_bytes"]))
+            s.add(Cost.from_run_result(result, trial_id=run.row_id))
         if result["status"] == "diverged":  # a result, not a crash: never retried
             self.finish(run, TrialState.DIVERGED, diverged_step=result["diverged_step"])
         else:
@@ -386,6 +385,7 @@ class Driver:
         self.recover()  # with the lease held, every RUNNING row is a dead driver's
         self.initial_progress()
         limit = self.max_parallel or self.parallel_capacity()
+        cost_hook.before_trials(self)  # the C++ loop built once per node, outside every trial's clock
         status = "interrupted"
         # Ctrl-C and SIGTERM (what Slurm, systemd and Kubernetes send) set a flag that the loop checks,
         # instead of raising wherever the signal lands (in a database write, or inside Ray, which may
@@ -417,6 +417,7 @@ class Driver:
                 self.renew_lease()
             if interrupted:
                 raise Interrupted(interrupted[0])
+            cost_hook.after_trials(self)  # the arms' cost profile, in one Ray task with a trial's resources
             self.progress.failed_for_good = self.count_failed_for_good()
             status = "failed" if self.progress.failed_for_good else "complete"
         except KeyboardInterrupt as e:

@@ -5,7 +5,8 @@ Every number comes from `armin.stats`, the engine users call on their own data: 
 `comparison_trace` (sequential designs), `summarize_arms` and `factorial_effects`. A run without a
 finite value (diverged, failed for good, or complete with a NaN metric) stays in the table and is
 scored as the worst outcome; nothing is dropped. The speed comparison is the same rule on log time
-per step, over the runs that have a finite, positive time.
+per step (`armin.costs.speed`): over the cost profile's paired rounds when the study has one, else
+over the trials that have a finite, positive time per step, paired by seed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from armin.costs.speed import compare_speed, speed_level
 from armin.reporting.data import StudyData
 from armin.storage.outcomes import final_outcomes
 from armin.stats import (DEFAULT_ALPHA, DEFAULT_RARE_SHARE, Level, SequentialDesign, compare_arms,
@@ -23,8 +25,7 @@ from armin.stats import (DEFAULT_ALPHA, DEFAULT_RARE_SHARE, Level, SequentialDes
 
 ALPHA = DEFAULT_ALPHA  # family-wise error rate of every family of verdicts in a report
 RARE_SHARE = DEFAULT_RARE_SHARE  # share of seeds a hidden failure mode must hit for the equivalence guard to see it
-SPEED_ROPE = math.log(1.05)  # time-per-step ratios within 5% of the baseline count as "the same speed"
-SPEED_VERDICTS = {"better": "faster", "worse": "slower", "equivalent": "same speed", "inconclusive": "inconclusive"}
+PROFILE_COLUMNS = ["profile_step_ms", "profile_us_per_element", "profile_infer_ms", "gflops_per_step", "profile_peak_mib"]
 RUN_COLUMNS = ["arm", "seed", "replicate", "value", "state", "db_state", "score"]
 
 
@@ -47,8 +48,20 @@ class AblationTables:
     effects_level: Level | None
     speed_level: Level
     worst: float  # the value non-finite runs are scored as
-    speed_excluded: pd.DataFrame  # runs left out of the speed comparison (no finite positive time per step)
+    speed_excluded: pd.DataFrame  # runs left out of the trial times (no finite positive time per step)
+    speed_source: str  # "cost profile" (its rounds are the pairs) or "trials" (no profile: seeds are the pairs)
+    profile: dict | None  # the profile's device, host, threads, rounds, steps per round; None without one
     not_finished: int  # slots whose latest attempt is running, pruned or due for a retry (not in `runs`)
+
+
+def profile_facts(profile: pd.DataFrame) -> dict | None:
+    """Where and how the cost profile was measured, for the report's words; None without a profile."""
+    if profile.empty:
+        return None
+    first = profile.iloc[0]
+    return {"device": first["device"], "host": first["host"], "threads": int(first["threads"]), "clock": first["clock"],
+            "rounds": int(profile.groupby("arm")["round"].nunique().min()), "steps_per_round": int(first["steps_per_round"]),
+            "warmup_rounds": int(first["warmup_rounds"])}
 
 
 def arm_levels(spec: dict) -> dict[str, dict[str, object]]:
@@ -141,7 +154,7 @@ def ablation_tables(data: StudyData) -> AblationTables:
             effects_level = Level(alpha=ALPHA, m=len(effects), looks=design.looks if design else 1)
 
     # ---- costs, speed and memory probes
-    costs, speed_excluded = cost_table(final, arm_order, baseline)
+    costs, speed_excluded, speed_source = cost_table(final, arm_order, baseline, data.profile)
     done = final[(final["state"] == "COMPLETE") & final["objective"].notna()]
     probe_cols = [c for c in ("read_entropy", "slot_usage") if c in final.columns]
     probes = (done.groupby("arm")[probe_cols].mean().reindex(arm_order).reset_index()
@@ -150,8 +163,9 @@ def ablation_tables(data: StudyData) -> AblationTables:
     return AblationTables(runs=runs, arms=arms, comparisons=comparisons, trace=trace, effects=effects, costs=costs,
                           probes=probes, baseline=baseline, arm_order=arm_order, factors=factors,
                           direction=direction, rope=rope, design=design, level=level, effects_level=effects_level,
-                          speed_level=Level(alpha=ALPHA, m=max(1, len(family))), worst=worst,
-                          speed_excluded=speed_excluded,
+                          speed_level=speed_level(arm_order, baseline), worst=worst,
+                          speed_excluded=speed_excluded, speed_source=speed_source,
+                          profile=profile_facts(data.profile),
                           not_finished=len(final) - len(runs))
 
 
@@ -161,36 +175,63 @@ def _param_count(values: pd.Series) -> object:
     return int(values.mode().iloc[0]) if len(values) else pd.NA
 
 
-def cost_table(final: pd.DataFrame, arm_order: list[str], baseline: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Costs per arm and its time per step relative to the baseline's, paired by seed (`compare_arms` on log time).
+def _mean(values: pd.Series) -> float:
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    return float(values.mean()) if len(values) else math.nan
 
-    Only runs with a finite, positive time per step take part in the speed comparison (a run that
-    diverged at its first step trained for no time); the others are returned as the second table.
+
+def profile_costs(profile: pd.DataFrame, arm_order: list[str]) -> pd.DataFrame:
+    """Per arm, from the cost profile: time per step and per element, inference, FLOPs, peak step memory."""
+    rows = []
+    for arm in arm_order:
+        mine = profile[profile["arm"] == arm]
+        if mine.empty:
+            rows.append({"arm": arm})  # not profiled: its profile columns are NaN
+            continue
+        rows.append({"arm": arm, "profile_step_ms": 1e3 * _mean(mine["train_step_s"]),
+                     "profile_us_per_element": 1e6 * _mean(mine["train_step_s"] / mine["elements"]),
+                     "profile_infer_ms": 1e3 * _mean(mine["infer_s"]),
+                     "gflops_per_step": _mean(mine["flops_per_step"]) / 1e9,
+                     "profile_peak_mib": _mean(mine["peak_step_bytes"]) / 2**20})
+    return pd.DataFrame(rows, columns=["arm", *PROFILE_COLUMNS])
+
+
+def cost_table(final: pd.DataFrame, arm_order: list[str], baseline: str,
+               profile: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Costs per arm, and the speed verdicts: (costs, runs left out of the trial times, the verdicts' source).
+
+    With a cost profile of every arm, the speed verdicts compare its rounds (paired: same batches,
+    interleaved, warm) and the trials' own times stand beside it (`trial_vs_profile`); without one,
+    they compare the trials' times per step, paired by seed. Only trials with a finite, positive time
+    per step enter the trial figures (a run that diverged in its warm-up timed no step); the others are
+    the second table.
     """
+    profile = profile if profile is not None else pd.DataFrame(columns=["arm"])
     ran = final[final["n_params"].notna()]  # every run with a cost row
     t = pd.to_numeric(final["time_per_step_s"], errors="coerce").astype(float)
     timed = final[np.isfinite(t) & (t > 0)]
     excluded = final.loc[~final.index.isin(timed.index), ["arm", "seed", "state", "time_per_step_s"]]
-    speed_runs = pd.DataFrame({"arm": timed["arm"].astype(object), "replicate": timed["seed"].astype(int),
-                               "value": np.log(timed["time_per_step_s"].astype(float)), "state": "complete"})
-    family = [a for a in arm_order if a != baseline]
-    speed = _compare(speed_runs, baseline, family, None, direction="minimize", rope=SPEED_ROPE).set_index("arm")
+    profiled = set(profile["arm"]) >= set(arm_order) and len(profile) > 0
+    if profiled:
+        samples = profile.rename(columns={"round": "pair", "train_step_s": "seconds"})
+        source = "cost profile"
+    else:
+        samples = pd.DataFrame({"arm": timed["arm"], "pair": timed["seed"].astype(int),
+                                "seconds": timed["time_per_step_s"].astype(float)})
+        source = "trials"
+    speed = compare_speed(samples, baseline, arm_order)
     rows = []
     for arm in arm_order:
         mine, fast = ran[ran["arm"] == arm], timed[timed["arm"] == arm]
-        row = {"arm": arm, "n_params": _param_count(mine["n_params"]),
-               "time_per_step_ms": 1e3 * fast["time_per_step_s"].mean() if len(fast) else math.nan,
-               "peak_memory_mib": mine["peak_memory_bytes"].mean() / 2**20, "wall_time_s": mine["wall_time_s"].mean(),
-               "timed_runs": len(fast), "speed_pairs": 0, "speed_ratio": math.nan, "speed_ratio_low": math.nan,
-               "speed_ratio_high": math.nan, "speed_p_value": math.nan, "speed_verdict": ""}
-        if arm in speed.index:
-            c = speed.loc[arm]
-            row["speed_pairs"] = int(c["n_pairs"])
-            if c["n_pairs"] >= 2:
-                row |= {"speed_ratio": math.exp(c["mean_diff"]), "speed_ratio_low": math.exp(c["ci_low"]),
-                        "speed_ratio_high": math.exp(c["ci_high"]), "speed_p_value": float(c["p_value"]),
-                        "speed_verdict": SPEED_VERDICTS[c["verdict"]]}
-        rows.append(row)
-    costs = pd.DataFrame(rows)
+        rows.append({"arm": arm, "n_params": _param_count(mine["n_params"]),
+                     "time_per_step_ms": 1e3 * _mean(fast["time_per_step_s"]),
+                     "cpu_time_per_step_ms": 1e3 * _mean(fast["cpu_time_per_step_s"]),
+                     "warmup_s": _mean(mine["warmup_s"]),
+                     "peak_memory_mib": _mean(mine["peak_memory_bytes"]) / 2**20,
+                     "wall_time_s": _mean(mine["wall_time_s"]), "timed_runs": len(fast)})
+    costs = pd.DataFrame(rows).merge(profile_costs(profile, arm_order), on="arm").merge(speed, on="arm")
+    clock = profile["clock"].iloc[0] if profiled else "wall"
+    trial_ms = costs["cpu_time_per_step_ms" if clock == "cpu time" else "time_per_step_ms"]
+    costs["trial_vs_profile"] = trial_ms / costs["profile_step_ms"]  # on the profile's clock
     costs["n_params"] = costs["n_params"].astype("Int64")
-    return costs, excluded.reset_index(drop=True)
+    return costs, excluded.reset_index(drop=True), source

@@ -39,6 +39,7 @@ class StudyData:
         """
         used = self.spec_versions[self.spec_versions["version"].isin(self.final.get("spec_version", []))]
         return used if used["spec_hash"].nunique() > 1 else used.iloc[0:0]
+    profile: pd.DataFrame  # the cost profile: one row per (arm, round), empty without one (query.cost_profile)
 
     @property
     def metric(self) -> str:
@@ -64,7 +65,7 @@ def load_study(db: str | Path, name: str) -> StudyData:
                      git_dirty=None if row["git_dirty"] is None else bool(row["git_dirty"]), command=row["command"],
                      versions=json.loads(row["versions_json"] or "{}"), created_at=str(row["created_at"]),
                      updated_at=str(row["updated_at"]), attempts=attempts, final=final, curves=curves,
-                     spec_versions=versions)
+                     spec_versions=versions, profile=query.cost_profile(db, name))
 
 
 def latest_attempts(attempts: pd.DataFrame) -> pd.DataFrame:

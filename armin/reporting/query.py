@@ -48,7 +48,8 @@ TRIAL_COLUMNS = """
     t.spec_version,
     t.retry_of_id, t.state, t.value AS objective, t.value_kind AS objective_kind, t.arch, t.formulation,
     t.addressing, t.cell, t.read, t.temperature_kind, t.hidden_size, t.n_slots, t.params_json,
-    c.n_params, c.time_per_step_s, c.steps_per_s, c.wall_time_s, c.peak_memory_bytes,
+    c.n_params, c.time_per_step_s, c.steps_per_s, c.wall_time_s, c.peak_memory_bytes, c.warmup_s, c.warmup_steps,
+    c.cpu_time_per_step_s,
     t.diverged_step, t.failure_reason, t.worker_host, t.device, t.data_source, t.started_at, t.finished_at
 """
 
@@ -215,3 +216,17 @@ def curves(db: str | Path, name: str) -> pd.DataFrame:
     """One row per evaluation point of study `name` (long format: step, metric, value)."""
     _require_study(db, name)
     return sql(db, "SELECT * FROM curves WHERE study = ? ORDER BY trial, step, metric", (name,))
+
+
+def cost_profile(db: str | Path, name: str) -> pd.DataFrame:
+    """One row per (arm, round) of study `name`'s cost profile (empty if it has none): the round's times and
+    elements beside the arm's profile facts (parameters, FLOPs, peak step bytes, device, threads, ...)."""
+    _require_study(db, name)
+    return sql(db, """
+        SELECT p.arm, cs.round, cs.train_step_s, cs.infer_s, cs.elements, p.n_params, p.flops_per_step,
+               p.peak_step_bytes, p.batch_size, p.device, p.host, p.threads, p.clock, p.warmup_rounds, p.steps_per_round,
+               p.measured_at
+        FROM armin_cost_samples cs
+        JOIN armin_cost_profiles p ON p.id = cs.profile_id
+        JOIN armin_studies s ON s.id = p.study_id
+        WHERE s.name = ? ORDER BY p.id, cs.round""", (name,))

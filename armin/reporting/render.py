@@ -149,14 +149,23 @@ def ablation_report(data: StudyData, out: Path) -> Report:
                               t.probes, "probes.csv", figures.probes(data.final, t.arm_order, figs)))
     r.sections.append(Section(
         "Cost beside quality",
-        f"Parameters, time per training step, peak memory (CPU: peak RSS of the worker process; GPU: peak "
-        f"allocated) and wall time per run, means over seeds. speed_ratio: the arm's time per step over the "
-        f"baseline's, paired by seed (the geometric mean ratio) with its simultaneous "
-        f"{wording.percent(1 - t.speed_level.each)} interval; speed_verdict by the comparison rule on log time "
-        f"(within 5%: same speed).",
+        f"From the trials (means over seeds): parameters; time per training step after the first warm-up steps "
+        f"(timed apart: warmup_s, which also loads the C++ loop's cache on a fresh worker); peak tensor memory of "
+        f"one training step (CPU: the profiler's allocator events; GPU: max_memory_allocated; above what was "
+        f"allocated before the step); wall time. From the cost profile (each arm's configuration measured alone, "
+        f"warm, interleaved with the other arms in one process with a trial's resources): time per training "
+        f"step, per sequence element (one time step of one sequence) and per inference batch, GFLOPs per "
+        f"training step (matmuls, forward and backward, torch.utils.flop_counter on the eager loop) and peak step "
+        f"memory; trial_vs_profile is the trials' time per step over the profile's, on the profile's clock (CPU time on one "
+        f"thread: cpu_time_per_step_ms). speed_ratio: the arm's time "
+        f"per step over the baseline's (the geometric mean ratio over the pairs of the {wording.speed_source_words(t)}) "
+        f"with its simultaneous {wording.percent(1 - t.speed_level.each)} interval; speed_verdict by the comparison "
+        f"rule on log time (within 5%: same speed).",
         t.costs, "costs.csv", figures.quality_vs_cost(t.arms, t.costs, metric, figs),
-        columns=["arm", "n_params", "time_per_step_ms", "peak_memory_mib", "wall_time_s", "speed_ratio",
-                 "speed_ratio_low", "speed_ratio_high", "speed_p_value", "speed_verdict"],
+        columns=["arm", "n_params", "time_per_step_ms", "cpu_time_per_step_ms", "warmup_s", "peak_memory_mib", "wall_time_s",
+                 "profile_step_ms", "profile_us_per_element", "profile_infer_ms", "gflops_per_step",
+                 "profile_peak_mib", "trial_vs_profile", "speed_ratio", "speed_ratio_low", "speed_ratio_high",
+                 "speed_p_value", "speed_verdict"],
         notes=wording.cost_notes(t), tex=True))
     r.sections.append(Section("Method", wording.method(data, t)))
     r.sections.append(Section("Sources of variation", wording.SOURCES_OF_VARIATION))
@@ -180,6 +189,16 @@ def search_report(data: StudyData, db_url: str, out: Path) -> Report:
                               t.best, "best.csv"))
     r.sections.append(Section("Parameter importances", t.importance_note, t.importances, "importances.csv",
                               figures.importances(t.importances, out / "figures")))
+    if not t.profile.empty:
+        first = data.profile.iloc[0]
+        r.sections.append(Section(
+            "Cost profile of the best configurations",
+            f"The best configurations ('config N': its config_id, best first) measured after the trials like an "
+            f"ablation's arms (see the README's Costs): {int(data.profile.groupby('arm')['round'].nunique().min())} "
+            f"paired rounds on {first['device']} ({first['clock']}, {int(first['threads'])} threads); speed_ratio: "
+            f"time per training step over the best configuration's, with its simultaneous interval and the "
+            f"comparison rule's verdict (within 5%: same speed).",
+            t.profile, "cost_profile.csv"))
     r.sections.append(Section("Sources of variation", "Each value is one training run (or the mean of a "
                                                       "configuration's seeds); trials differ in configuration and "
                                                       "seed at once, so a gap between two configurations includes "

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import optuna
 import pandas as pd
 
+from armin.costs.speed import compare_speed
+from armin.reporting.ablation import profile_costs
 from armin.reporting.data import StudyData
 
 TOP_CONFIGS = 5
@@ -19,6 +21,7 @@ class SearchTables:
     best: pd.DataFrame  # the best configurations: params, mean objective over their seeds, seeds
     importances: pd.DataFrame  # parameter, importance
     importance_note: str
+    profile: pd.DataFrame  # the cost profile of the best configurations (best first), one row each; empty without one
 
 
 def search_tables(data: StudyData, db_url: str) -> SearchTables:
@@ -33,7 +36,18 @@ def search_tables(data: StudyData, db_url: str) -> SearchTables:
         params = pd.DataFrame([json.loads(p) for p in by_config["params"]], index=by_config.index)
         best = pd.concat([by_config.drop(columns="params"), params], axis=1)
     importances, note = param_importances(data, db_url)
-    return SearchTables(counts=counts, best=best, importances=importances, importance_note=note)
+    return SearchTables(counts=counts, best=best, importances=importances, importance_note=note,
+                        profile=profile_table(data.profile))
+
+
+def profile_table(profile: pd.DataFrame) -> pd.DataFrame:
+    """The profiled configurations (stored best first) with their costs and speed against the best one."""
+    if profile.empty:
+        return pd.DataFrame()
+    arms = list(dict.fromkeys(profile["arm"]))
+    samples = profile.rename(columns={"round": "pair", "train_step_s": "seconds"})
+    speed = compare_speed(samples, arms[0], arms)
+    return profile_costs(profile, arms).merge(speed, on="arm")
 
 
 def param_importances(data: StudyData, db_url: str) -> tuple[pd.DataFrame, str]:

@@ -19,6 +19,7 @@ from armin.stats.rule import FLIP_DRAWS, FLIP_EXACT_MAX_N, Level, flip_min_pairs
 #: Units of the metrics whose unit is known (the others are shown bare).
 METRIC_UNITS = {"bits_error": "bits per sequence", "bpc": "bits per character"}
 MINUS = "\u2212"
+TRIAL_VS_PROFILE_FLAG = 1.5  # a footnote when an arm's trials ran this much slower per step than its cost profile
 
 SOURCES_OF_VARIATION = (
     "Intervals are over seeds. Each seed changes the training batches, the initial weights and the Gumbel "
@@ -130,15 +131,25 @@ def verdict_sentence(t: AblationTables, row, metric: str, data_source: str) -> s
     return ", ".join(parts) + ("; " + "; ".join(tail) if tail else "") + f"; data: {data_source}."
 
 
+def speed_source_words(t: AblationTables) -> str:
+    """What the speed verdicts' pairs are: the cost profile's rounds (where and how measured), or the trials' seeds."""
+    p = t.profile
+    if t.speed_source == "cost profile" and p is not None:
+        return (f"cost profile: {p['rounds']} paired rounds of {p['steps_per_round']} training steps per arm, "
+                f"interleaved in one process after {p['warmup_rounds']} warm-up rounds, on {p['device']} "
+                f"({p['host']}, {plural(p['threads'], 'thread')}, {p['clock']})")
+    return "no cost profile of every arm: the trials' times per step, paired by seed"
+
+
 def speed_sentence(t: AblationTables) -> str | None:
     shown = t.costs[(t.costs["arm"] != t.baseline) & (t.costs["speed_verdict"] != "")]
     if shown.empty:
         return None
     each = [f"{r.arm!r} {r.speed_verdict} (×{num(r.speed_ratio)} [{num(r.speed_ratio_low)}, "
             f"{num(r.speed_ratio_high)}], {plural(int(r.speed_pairs), 'pair')})" for r in shown.itertuples()]
-    text = (f"Speed (time per training step, arm / baseline {t.baseline!r}, {_level_words(t.speed_level)}): "
-            + "; ".join(each))
-    if len(t.speed_excluded):
+    text = (f"Speed (time per training step, arm / baseline {t.baseline!r}, {_level_words(t.speed_level)}; "
+            f"{speed_source_words(t)}): " + "; ".join(each))
+    if len(t.speed_excluded) and t.speed_source == "trials":
         text += f"; {plural(len(t.speed_excluded), 'run')} without a positive time per step left out"
     return text + "."
 
@@ -227,8 +238,8 @@ def method(data: StudyData, t: AblationTables) -> str:
         paragraphs.append(f"Factor effects: the same rule over their own family of m = {e.m} effects ({looks}), "
                           f"simultaneous {percent(1 - e.each)} intervals.")
     paragraphs.append(f"Speed: the same rule on log time per training step (minimize, ROPE log 1.05: ratios within "
-                      f"5% are 'same speed'), its own family of m = {t.speed_level.m}, fixed design, over the runs "
-                      f"with a finite, positive time per step; the ratios are exp of the mean log difference and "
+                      f"5% are 'same speed'), its own family of m = {t.speed_level.m}, fixed design, over the pairs "
+                      f"of the {speed_source_words(t)}; the ratios are exp of the mean log difference and "
                       f"its interval (a geometric mean ratio).")
     return "\n\n".join(paragraphs)
 
@@ -291,10 +302,15 @@ def cost_notes(t: AblationTables) -> dict[int, list[str]]:
     for i, row in enumerate(t.costs.itertuples()):
         mine = []
         if excluded.get(row.arm, 0):
+            used = "the trial time and the speed comparison" if t.speed_source == "trials" else "the trial time"
             mine.append(f"{plural(int(excluded[row.arm]), 'run')} without a finite, positive time per step (e.g. "
-                        f"diverged at the first step): left out of the time and the speed comparison.")
+                        f"diverged in its warm-up steps): left out of {used}.")
         if row.arm != t.baseline and row.speed_pairs < 2:
             mine.append(f"{plural(int(row.speed_pairs), 'timed pair')} with the baseline: no speed comparison.")
+        if math.isfinite(row.trial_vs_profile) and row.trial_vs_profile > TRIAL_VS_PROFILE_FLAG:
+            mine.append(f"Its trials' time per step is ×{num(row.trial_vs_profile)} its cost-profile figure (more than "
+                        f"×{TRIAL_VS_PROFILE_FLAG:g}, on the same clock): the trials did more work per step than the "
+                        f"arm measured alone, e.g. competing for caches on a busier machine.")
         if mine:
             notes[i] = mine
     return notes

@@ -171,16 +171,13 @@ def check_armin_schema(con: sqlite3.Connection, path: Path) -> None:
     row = con.execute(f"SELECT value FROM {Meta.__tablename__} WHERE key = ?", (SCHEMA_VERSION_KEY,)).fetchone()
     stored = row[0] if row else None
     if stored != str(SCHEMA_VERSION):
-        raise StorageError(
-            f"{path} has armin schema version {stored}, but this armin uses schema version {SCHEMA_VERSION}; "
-            f"{upgrade_hint(stored)}")
-
-
-def upgrade_hint(stored: str | None) -> str:
-    """What to do with a file of another schema version: upgrade an older one, else use another file."""
-    if stored is not None and stored.isdigit() and int(stored) < SCHEMA_VERSION:
-        return "run `armin db upgrade --db FILE` (it keeps a backup), or use a new --db file"
-    return "use a new --db file (or the armin release that wrote this one)"
+        older = stored is not None and stored.isdigit() and int(stored) < SCHEMA_VERSION
+        if older:
+            todo = "run `armin db upgrade --db FILE` (it keeps a full backup first), or use a new --db file"
+        else:
+            todo = "use a new --db file, or read this one with the armin release that wrote it"
+        raise StorageError(f"{path} was written by {'an older' if older else 'another'} armin (schema version "
+                           f"{stored}; this armin reads version {SCHEMA_VERSION}): {todo}")
 
 
 def _contents(con: sqlite3.Connection, tables: list[str]) -> str:

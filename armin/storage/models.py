@@ -39,7 +39,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 SCHEMA_VERSION = 2  # bump on any change to the tables below; old files are then refused, not migrated
-# 2: armin_spec_versions (the spec history) and armin_trials.spec_version
+# 1 -> 2: the spec history (armin_spec_versions, armin_trials.spec_version); trial costs without warm-up
+# (armin_costs.warmup_s, warmup_steps, cpu_time_per_step_s; peak_memory_bytes is tensor memory of one step,
+# NULL when not measured) and the per-arm cost profiles (armin_cost_profiles, armin_cost_samples).
 SCHEMA_VERSION_KEY = "schema_version"  # the armin_meta row holding SCHEMA_VERSION as text
 STUDY_KINDS = ("search", "ablation")
 #: "complete": every slot has a result; "failed": the study ended with slots that failed for good
@@ -339,19 +341,81 @@ class Cost(Base):
 
     trial_id: Mapped[int] = mapped_column(ForeignKey("armin_trials.id", ondelete="CASCADE"), primary_key=True)
     n_params: Mapped[int] = mapped_column()  # trainable parameters of the model
-    time_per_step_s: Mapped[float] = mapped_column(Float)  # training steps only, no evaluation
+    time_per_step_s: Mapped[float] = mapped_column(Float)  # training steps after the warm-up only; 0: none timed
     steps_per_s: Mapped[float] = mapped_column(Float)
-    wall_time_s: Mapped[float] = mapped_column(Float)  # whole run, evaluation and setup included
-    peak_memory_bytes: Mapped[int] = mapped_column(BigInteger)  # CPU: peak RSS of the process; GPU: max allocated
+    wall_time_s: Mapped[float] = mapped_column(Float)  # whole run, evaluation included (C++ loop loaded before)
+    # Peak tensor bytes of one training step above what was allocated before it (CPU: profiler allocator
+    # events; GPU: max_memory_allocated), the quantity the cost profile measures; NULL: the run stopped first.
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # The first warmup_steps steps, timed apart. NULL only in rows of a schema-1 file brought forward by
+    # `armin db upgrade`: that armin did not time the warm-up apart (its time_per_step_s includes it).
+    warmup_s: Mapped[float | None] = mapped_column(Float, default=0.0)
+    warmup_steps: Mapped[int | None] = mapped_column(default=0)
+    # The timed steps on the process's CPU time: the cost profile's clock on one thread, which time slices lost to
+    # other processes do not inflate (wall time does); NULL in rows written without it.
+    cpu_time_per_step_s: Mapped[float | None] = mapped_column(Float)
 
     trial: Mapped[Trial] = relationship(back_populates="cost")
 
     @classmethod
-    def from_run_result(cls, result: Any) -> Cost:
-        """The cost row of a `armin.training.RunResult` (any object with the same fields)."""
-        return cls(n_params=result.n_params, time_per_step_s=result.time_per_step_s,
-                   steps_per_s=result.steps_per_s, wall_time_s=result.wall_time_s,
-                   peak_memory_bytes=result.peak_memory_bytes)
+    def from_run_result(cls, result: Any, **keys: Any) -> Cost:
+        """The cost row of a `armin.training.RunResult`, or of its dict (`to_dict`, as workers send it)."""
+        get = result.get if isinstance(result, dict) else lambda name, default=None: getattr(result, name, default)
+        return cls(**keys, n_params=get("n_params"), time_per_step_s=get("time_per_step_s"),
+                   steps_per_s=get("steps_per_s"), wall_time_s=get("wall_time_s"),
+                   peak_memory_bytes=get("peak_memory_bytes"), warmup_s=get("warmup_s", 0.0),
+                   warmup_steps=get("warmup_steps", 0), cpu_time_per_step_s=get("cpu_time_per_step_s"))
+
+
+class CostProfile(Base):
+    """One arm's cost profile: its configuration measured like a benchmark, after the study's trials.
+
+    All arms of a study are profiled in one process on the device their trials use, interleaved,
+    warm, over paired rounds (armin.costs.profile); the rounds are in `armin_cost_samples`.
+    A search profiles its best configurations, `arm` naming each ("config 3").
+    """
+
+    __tablename__ = "armin_cost_profiles"
+    __table_args__ = (UniqueConstraint("study_id", "arm"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("armin_studies.id", ondelete="CASCADE"))
+    arm: Mapped[str] = mapped_column(String)
+    config_json: Mapped[str] = mapped_column(Text)  # the RunConfig profiled (seed: the study's first), JSON
+    n_params: Mapped[int] = mapped_column()
+    flops_per_step: Mapped[int] = mapped_column(BigInteger)  # torch.utils.flop_counter, forward + backward, eager loop
+    peak_step_bytes: Mapped[int | None] = mapped_column(BigInteger)  # as armin_costs.peak_memory_bytes; NULL: diverged
+    batch_size: Mapped[int] = mapped_column()
+    device: Mapped[str] = mapped_column(String)  # "cpu" or the GPU's name
+    host: Mapped[str | None] = mapped_column(String)  # the node that measured it
+    threads: Mapped[int] = mapped_column()  # torch intra-op threads: a trial's (its CPUs)
+    clock: Mapped[str] = mapped_column(String)  # "cpu time" (one CPU thread: preemption-free) or "wall"
+    warmup_rounds: Mapped[int] = mapped_column()  # untimed rounds before the first sample
+    steps_per_round: Mapped[int] = mapped_column()  # training steps (and inference batches) per sample, its median
+    measured_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    samples: Mapped[list[CostSample]] = relationship(
+        back_populates="profile", cascade="all, delete-orphan", passive_deletes=True,
+        order_by=lambda: CostSample.round)
+
+
+class CostSample(Base):
+    """One round of one arm's profile: rounds are the paired units of the speed verdicts (same batches)."""
+
+    __tablename__ = "armin_cost_samples"
+    __table_args__ = (
+        UniqueConstraint("profile_id", "round"),
+        CheckConstraint("train_step_s > 0 AND infer_s > 0 AND elements > 0", name="positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("armin_cost_profiles.id", ondelete="CASCADE"))
+    round: Mapped[int] = mapped_column()  # 0-based; every arm's round r ran on the same batches
+    train_step_s: Mapped[float] = mapped_column(Float)  # median seconds of the round's training steps (training_step)
+    infer_s: Mapped[float] = mapped_column(Float)  # median seconds of its no-grad eval-mode forwards of one batch
+    elements: Mapped[float] = mapped_column(Float)  # mean sequence elements (time steps x sequences) per batch
+
+    profile: Mapped[CostProfile] = relationship(back_populates="samples")
 
 
 def _db_path(session: Session) -> str:

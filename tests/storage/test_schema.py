@@ -53,7 +53,7 @@ def test_create_writes_schema_version_and_reopens(tmp_path):
     Database.open(path).close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT value FROM armin_meta WHERE key = 'schema_version'").fetchall() == [(str(SCHEMA_VERSION),)]
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 2  # 2: spec history, clean trial costs and cost profiles
     Database.open(path).close()  # a second open of a current file is fine
     Database.open(path, readonly=True).close()
 

@@ -20,12 +20,19 @@ ASSETS = Path(__file__).parent / "assets"
 ARMIN = [sys.executable, "-m", "armin.cli.main"]
 
 
-def dump(path: Path, table: str) -> list[tuple]:
+def dump(path: Path, table: str) -> list[dict]:
+    """Every row of `table` as {column: value} (a rebuilt table may order its columns differently)."""
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    con.row_factory = sqlite3.Row
     try:
-        return con.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+        return [dict(row) for row in con.execute(f"SELECT * FROM {table} ORDER BY 1")]
     finally:
         con.close()
+
+
+def kept(before: list[dict], after: list[dict]) -> bool:
+    """Every old row is still there with every old column's value."""
+    return len(before) == len(after) and all(a | b == a for b, a in zip(before, after))
 
 
 @pytest.fixture
@@ -46,15 +53,25 @@ def test_an_old_file_is_refused_with_the_upgrade_command_and_left_untouched(old)
 
 def test_upgrade_keeps_every_row_adds_the_new_schema_and_keeps_a_backup(old):
     trials_before, metrics_before = dump(old, "armin_trials"), dump(old, "armin_metrics")
+    costs_before = dump(old, "armin_costs")
     done = upgrade(old)
     assert (done.from_version, done.to_version) == (1, SCHEMA_VERSION)
-    assert "armin_spec_versions" in done.tables and "armin_trials.spec_version" in done.columns
+    assert {"armin_spec_versions", "armin_cost_profiles", "armin_cost_samples"} <= set(done.tables)
+    assert {"armin_trials.spec_version", "armin_costs.warmup_s", "armin_costs.peak_memory_bytes (now nullable)"} \
+        <= set(done.columns), done.columns
     # the copy is the old database, row for row, still schema 1
     assert dump(done.backup, "armin_trials") == trials_before and dump(done.backup, "armin_metrics") == metrics_before
-    assert dump(done.backup, "armin_meta") == [("schema_version", "1")]
+    assert dump(done.backup, "armin_meta") == [{"key": "schema_version", "value": "1"}]
     trials_after = dump(old, "armin_trials")
-    assert [row[:len(trials_before[0])] for row in trials_after] == trials_before  # old columns unchanged
+    assert kept(trials_before, trials_after) and {t["spec_version"] for t in trials_after} == {1}
     assert dump(old, "armin_metrics") == metrics_before
+    costs_after = dump(old, "armin_costs")
+    assert kept(costs_before, costs_after) and len(costs_before) == 4
+    assert all(c["warmup_s"] is None and c["cpu_time_per_step_s"] is None for c in costs_after)  # not measured then
+    # the rebuilt tables keep their constraints: a trial row of an unknown state is still refused
+    with pytest.raises(sqlite3.IntegrityError):
+        con = sqlite3.connect(old)
+        con.execute("UPDATE armin_trials SET state = 'BOGUS'")
     with Database.open(old, readonly=True) as db, db.session() as s:  # now this armin's schema
         study = Study.find_or_raise_by_name(s, "old-ablation")
         assert [t.spec_version for t in study.trials] == [1, 1, 1, 1] and study.spec_versions == []

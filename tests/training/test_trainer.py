@@ -103,7 +103,8 @@ def test_result_records_costs_probes_and_provenance():
         assert key in result.final
     assert 0 <= result.final["read_entropy"] <= torch.log(torch.tensor(4.0)) + 1e-6
     assert 0 < result.final["slot_usage"] <= 1
-    assert result.n_params > 0 and result.time_per_step_s > 0 and result.peak_memory_bytes > 2**20
+    # peak memory is the tensor memory of one step of a tiny model (kilobytes), not the process's RSS (>100 MB)
+    assert result.n_params > 0 and result.time_per_step_s > 0 and 0 < result.peak_memory_bytes < 2**20
     assert result.versions["torch"] == torch.__version__
     assert result.config["seed"] == 0 and result.config["model"]["hidden_size"] == 8
 

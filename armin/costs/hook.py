@@ -1,0 +1,124 @@
+"""The study driver's two cost hooks: before the trials, build the C++ loop on every node; after
+them, profile the study's arms in one Ray task with a trial's resources and store the profile.
+
+Both are best-effort: a node that cannot build runs the Python loop (as `extension.load` says), and
+a profile that fails leaves one line on stderr and no profile (the report then says so) -- neither
+changes a trial's outcome. Messages go to stderr, as the rest of the driver's human output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+import ray
+
+from armin.config import from_mapping, to_mapping
+from armin.costs.profile import Profile, profile_arms
+from armin.costs.settings import Settings
+from armin.costs.store import save_profile
+from armin.costs.warm import cached, prepare
+from armin.storage import CostProfile, Trial, TrialState
+from armin.training import RunConfig
+
+SEARCH_PROFILED = 3  # a search profiles its best configurations (by mean objective over their seeds)
+WAIT_S = 1.0  # while waiting on a hook's Ray tasks, the driver's lease is renewed this often (it rate-limits itself)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _first_line(e: BaseException) -> str:
+    """The last line of a (Ray) error: the original exception's message."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+
+
+def _get(driver: Any, refs: list) -> list:
+    """`ray.get(refs)`, renewing the driver's lease meanwhile: a build or a profile can outlast its staleness."""
+    while True:
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=WAIT_S)
+        if not pending:
+            return ray.get(refs)
+        driver.renew_lease()
+
+
+def _on_node(node_id: str):
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+
+
+def before_trials(driver: Any) -> None:
+    """Build (or find in the cache) the C++ loop once on every alive node, before any trial starts."""
+    if not driver.plan.spec.train.device.startswith("cpu"):
+        return  # the C++ loop is the CPU path only
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+
+    def on_each_node(fn):
+        return _get(driver, [ray.remote(fn).options(num_cpus=0, max_retries=0, scheduling_strategy=_on_node(n))
+                             .remote() for n in nodes])
+
+    try:
+        fresh = sum(not ok for ok in on_each_node(cached))
+        if fresh:
+            _say(f"armin: building the fused C++ loop on {fresh} of {len(nodes)} node(s) before the first trial "
+                 f"(about 40 s; cached afterwards)")
+        done = on_each_node(_quiet_prepare)
+    except (ray.exceptions.RayError, ConnectionError) as e:  # e.g. a node left: its trials load the loop themselves
+        _say(f"armin: warning: building the fused C++ loop on every node failed ({_first_line(e)}); each trial "
+             f"loads it before its clock starts")
+        return
+    for node, d in zip(nodes, done):
+        if d["built"]:
+            _say(f"armin: fused C++ loop {d['status']} in {d['seconds']:.1f} s on node {node[:8]}")
+
+
+def _quiet_prepare() -> dict:
+    return prepare(lambda line: None)  # the driver says what happened, from the returned facts
+
+
+def after_trials(driver: Any) -> None:
+    """Profile the study's arms (a search: its best configurations) if it ran anything new or has no profile."""
+    with driver.db.session() as s:
+        has = s.query(CostProfile.id).filter_by(study_id=driver.study_id).first() is not None
+        rows = s.query(Trial).filter_by(study_id=driver.study_id).all()
+        runs = profiled_runs(driver.plan, rows)
+    if (has and driver.progress.done == driver.progress.done_at_start) or not runs:
+        return
+    res = driver.plan.resources
+    task = ray.remote(_profile).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0)
+    try:
+        profile = _get(driver, [task.remote(runs, max(1, int(res.cpus)))])[0]
+    except (ray.exceptions.RayError, ConnectionError) as e:
+        _say(f"armin: warning: the cost profile failed ({_first_line(e)}); the report has no cost profile")
+        return
+    save_profile(driver.db, driver.study_id, profile)
+
+
+def _profile(runs: dict[str, dict], threads: int) -> Profile:
+    """The Ray task: runs arrive as mappings (plain data across the process boundary)."""
+    return profile_arms({arm: from_mapping(RunConfig, m, f"profile {arm}") for arm, m in runs.items()},
+                        Settings(threads=threads))
+
+
+def profiled_runs(plan: Any, rows: list[Trial]) -> dict[str, dict]:
+    """arm name -> RunConfig mapping to profile: every arm of an ablation (its first seed), or a search's
+    SEARCH_PROFILED best configurations ("config N", best first) by mean objective over their seeds."""
+    if plan.kind == "ablation":
+        from armin.orchestration.ablation_spec import build_arm_run  # orchestration imports this module
+
+        spec = plan.spec
+        return {a.name: to_mapping(build_arm_run(spec, a, spec.seeds[0])) for a in spec.arms}
+    values: dict[int, list[float]] = {}
+    config: dict[int, dict] = {}
+    for row in rows:
+        value = row.objective
+        if row.state == TrialState.COMPLETE and value is not None and math.isfinite(value):
+            values.setdefault(row.config_id, []).append(value)
+            config.setdefault(row.config_id, json.loads(row.config_json))
+    sign = 1.0 if plan.objective.direction == "minimize" else -1.0
+    best = sorted(values, key=lambda c: (sign * sum(values[c]) / len(values[c]), c))[:SEARCH_PROFILED]
+    return {f"config {c}": config[c] for c in best}
