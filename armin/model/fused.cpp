@@ -677,6 +677,19 @@ void tardis_gates_back_row(const T* __restrict__ g, const T* __restrict__ q, con
   dp1[3 * H + 1] = dbe * dsig(be) * T(GATE_SHARPNESS);
 }
 
+// soft write M_i <- e_i v + (1 - e_i) M_i, backward over one row of slot gradients d (N x width):
+// d(v) += sum_i e_i d_i, then d_i *= 1 - e_i (e is detached)
+template <typename T>
+void soft_write_back_row(const T* __restrict__ e, T* __restrict__ d, int N, int width, T* __restrict__ dv) {
+  for (int i = 0; i < N; ++i) {
+    T* __restrict__ di = d + (int64_t)i * width;
+    for (int k = 0; k < width; ++k) {
+      dv[k] += e[i] * di[k];
+      di[k] *= T(1) - e[i];
+    }
+  }
+}
+
 // gradient through u = v / max(||v||, eps), in place over d; n = max(||v||, eps)
 template <typename T>
 void normalize_back_row(T* d, const T* u, T n, int len) {
@@ -839,24 +852,10 @@ std::vector<Tensor> backward_impl(const Spec& s, const std::vector<Tensor>& sv, 
         for (int b = 0; b < nb; ++b) {
           T* __restrict__ dv = dval + (int64_t)b * ldv;
           if (s.reference) std::fill(dv, dv + W, T(0));
-          for (int i = 0; i < N; ++i) {
-            const T e = yt[(int64_t)b * N + i];
-            T* __restrict__ dm = dmem + ((b0 + b) * N + i) * W;
-            for (int k = 0; k < W; ++k) {
-              dv[k] += e * dm[k];
-              dm[k] *= T(1) - e;
-            }
-          }
+          soft_write_back_row(yt + (int64_t)b * N, dmem + (b0 + b) * N * W, N, W, dv);
           if (U) {
             std::fill(dqs, dqs + U, T(0));
-            for (int i = 0; i < N; ++i) {
-              const T e = yt[(int64_t)b * N + i];
-              T* __restrict__ dq = dmqp + ((b0 + b) * N + i) * U;
-              for (int u = 0; u < U; ++u) {
-                dqs[u] += e * dq[u];
-                dq[u] *= T(1) - e;
-              }
-            }
+            soft_write_back_row(yt + (int64_t)b * N, dmqp + (b0 + b) * N * U, N, U, dqs);
             value_back(dqs, valp + (row + b) * W, dv);
           }
         }

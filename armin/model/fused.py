@@ -219,26 +219,22 @@ def py_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor | Non
                 trs.append(tr)
             g2s.append(g2)
             h = new
-        elif s.tardis_cell:  # i, f, o; alpha, beta = gumbel_sigmoid; candidate over [x, alpha h, beta r]
-            i, f, o, ab = p1.split([H, H, H, 2], 1)
-            if noise is not None:
-                ab = ab + noise[t, :, N:]
-            g1 = torch.cat([torch.sigmoid(i), torch.sigmoid(f + s.forget_bias), torch.sigmoid(o),
-                            torch.sigmoid(ab * GATE_SHARPNESS)], 1)
-            si, sf, so, al, be = g1.split([H, H, H, 1, 1], 1)
-            cand = torch.tanh(z[:, o2:ov] + torch.cat([al * h, be * r], 1) @ w2.T)  # (B, H)
-            c = sf * c + si * cand
-            tc = torch.tanh(c)
-            h = tc * so
-            out = torch.cat([h, r], 1)
-            cs.append(c)
-            ths.append(tc)
-            g2s.append(cand)
         else:
-            i, j, f, o = _split_gates(p1, H, 0)
-            g1 = torch.cat([torch.sigmoid(i), torch.tanh(j), torch.sigmoid(f + s.forget_bias), torch.sigmoid(o)], 1)
-            si, tj, sf, so = _split_gates(g1, H, 0)
-            c = sf * c + si * tj
+            if s.tardis_cell:  # i, f, o; alpha, beta = gumbel_sigmoid; candidate over [x, alpha h, beta r]
+                i, f, o, ab = p1.split([H, H, H, 2], 1)
+                if noise is not None:
+                    ab = ab + noise[t, :, N:]
+                g1 = torch.cat([torch.sigmoid(i), torch.sigmoid(f + s.forget_bias), torch.sigmoid(o),
+                                torch.sigmoid(ab * GATE_SHARPNESS)], 1)
+                si, sf, so, al, be = g1.split([H, H, H, 1, 1], 1)
+                cand = torch.tanh(z[:, o2:ov] + torch.cat([al * h, be * r], 1) @ w2.T)  # (B, H)
+                g2s.append(cand)
+            else:  # LSTM: i, j, f, o with the candidate tanh(j)
+                i, j, f, o = _split_gates(p1, H, 0)
+                g1 = torch.cat([torch.sigmoid(i), torch.tanh(j), torch.sigmoid(f + s.forget_bias),
+                                torch.sigmoid(o)], 1)
+                si, cand, sf, so = _split_gates(g1, H, 0)
+            c = sf * c + si * cand
             tc = torch.tanh(c)
             h = tc * so
             out = torch.cat([h, r], 1)
