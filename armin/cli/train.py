@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train one model on one task. Model flags choose the ablation arm; optimizer and "
                     "training flags are the settings every arm shares. Temperatures are temperatures "
                     "(softmax((logits+g)/tau)); --temperature-kind reference is the authors' inverse-"
-                    "temperature schedule min(2 + step//400, 50).",
+                    "temperature schedule min(1 + ceil(step/400), 50).",
         epilog="example: armin train --task copy --task-option max_len=20 --cell armin "
                "--addressing hidden --steps 2000 --seed 1 --out copy.json")
     p.add_argument("--config", type=Path, metavar="FILE",

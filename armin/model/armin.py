@@ -2,15 +2,17 @@
 
 One time step is read -> cell -> write (§3, Fig. 1):
   read:  logits a_t from the addressing source, a one-hot (or soft) address w_t, r_t = w_t . M
-  cell:  the integrating cell (patent eqs. (1)-(6)) or an LSTM cell fed [x_t, r_t]
+  cell:  the integrating cell (patent eqs. (1)-(6)), an LSTM cell fed [x_t, r_t], or the authors'
+         TARDIS cell (§5)
   write: the first N steps fill slots 0..N-1 in order; then the new state overwrites the slot
          just read (write index detached)
 Section numbers (§) refer to `shared/reference/armin.md`; `ModelConfig` holds the switches.
 
 `ARMIN(..., impl="fused")` (the default) runs whole sequences through `armin.model.fused` (one
-autograd Function, hand-written backward, C++ loop on CPU) for every configuration but TARDIS
-addressing; `impl="eager"` runs the step loop below (always used for TARDIS). Both compute the
-same function; `impl` is an execution switch, not an ablation.
+autograd Function, hand-written backward, C++ loop on CPU) for every configuration on its
+allow-list (`fused.supports`, today all of them); `impl="eager"` runs the step loop below, which is
+also what a configuration off the list runs. Both compute the same function; `impl` is an
+execution switch, not an ablation.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from armin.model.config import ModelConfig
 
 GUMBEL_EPS = 1e-20  # inside both logs of the Gumbel sample, as the authors' code (§4.3)
 TARDIS_REPEAT_PENALTY = 100.0  # subtracted from the logit of the slot read at t-1 (§5, TARDIS)
+TARDIS_GATE_SHARPNESS = 10.0 / 3.0  # the TARDIS cell's gumbel_sigmoid multiplier on alpha, beta (§5)
 IMPLS = ("fused", "eager")  # fused: whole-sequence kernel where `fused.supports(cfg)`; eager: the step loop
 
 
@@ -34,7 +37,7 @@ class RecurrentState:
     """Everything carried from one step (or one truncated-BPTT segment) to the next."""
 
     h: Tensor  # (B, H) carried state: ARMIN's s_t (reference) / h_t (paper); the LSTM cell's h
-    c: Tensor | None  # (B, H) the LSTM cell's c; None for the integrating cell
+    c: Tensor | None  # (B, H) the LSTM / TARDIS cell's c; None for the integrating cell
     memory: Tensor  # (B, N, W)
     n_written: int  # slots filled since the reset (the code's memcnt, shared by the batch)
     prev_read: Tensor | None  # (B, N) tardis: address used at t-1 (for the repeat penalty)
@@ -54,10 +57,17 @@ class ModelOutput:
     reads: Tensor | None  # (T, B, N) soft address distributions, when asked for (probes)
 
 
-def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
-    """Standard Gumbel samples, drawn on the CPU so every device sees identical noise."""
-    u = torch.rand(shape, generator=generator, dtype=torch.float64)
-    return -torch.log(GUMBEL_EPS - torch.log(GUMBEL_EPS + u))
+def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None, extra: int = 0) -> Tensor:
+    """Standard Gumbel samples, drawn on the CPU so every device sees identical noise.
+
+    `extra` > 0 appends that many columns (the TARDIS cell's gate noise) drawn *after* the read
+    noise, so two arms that differ only in the cell still see identical read noise.
+    """
+    def draw(s):
+        u = torch.rand(s, generator=generator, dtype=torch.float64)
+        return -torch.log(GUMBEL_EPS - torch.log(GUMBEL_EPS + u))
+    reads = draw(shape)
+    return torch.cat([reads, draw((*shape[:-1], extra))], -1) if extra else reads
 
 
 class ARMIN(nn.Module):
@@ -86,12 +96,22 @@ class ARMIN(nn.Module):
         if cfg.cell == "armin":
             self.input_gates = nn.Linear(X + H + W, H + W)  # W_ig, eq. (1): g^h, g^r
             self.update = nn.Linear(X + H + W, 4 * H + W)  # W_go, eq. (4): i, j, f, o^h, o^r
-        else:
+        elif cfg.cell == "lstm":
             self.update = nn.Linear(X + H + W, 4 * H)  # LSTM over [x, h, r]: i, j, f, o
+        else:  # tardis: the authors' W_full (i, f, o), W_full1 (alpha, beta), W_full2 (candidate)
+            self.update = nn.Linear(X + H + W, 3 * H)
+            self.scale_gates = nn.Linear(X + H + W, 2)
+            self.candidate = nn.Linear(X + H + W, H)
+        self.init_overrides: dict[str, str] = {}  # parameter name -> init kind where the authors differ (init.py)
         if cfg.formulation == "reference":
             self.write_proj = nn.Linear(X + H, W)  # the code's `trans([x, s_t])` (§4.6 #6)
             self.state_init = nn.Parameter(torch.empty(H))  # initial state tanh(c_bias) (§4.6 #9)
             self.memory_init = nn.Parameter(torch.empty(N, W))  # learned initial slots (§4.6 #10)
+            if cfg.cell == "tardis":  # TARDIS learns h0 = tanh(h_bias) too; both biases start at 0
+                self.hidden_init = nn.Parameter(torch.empty(H))
+                self.init_overrides.update(state_init="zeros", hidden_init="zeros")
+        if cfg.cell == "tardis" and cfg.addressing == "tardis":  # TARDIS: nn.init.orthogonal_(vec_a)
+            self.init_overrides["address_v"] = "orthogonal"
         self.head = nn.Linear(H + W, output_size)  # one linear layer on o_t (§3.4)
 
     # ---- state ---------------------------------------------------------------------------------
@@ -105,7 +125,10 @@ class ARMIN(nn.Module):
             memory = self.memory_init.expand(batch_size, N, W)
         else:
             state, memory = zeros(batch_size, H), zeros(batch_size, N, W)
-        if self.cfg.cell == "lstm":  # the learned init goes to the cell state c; h starts at 0
+        if self.cfg.cell == "tardis":  # learned h0 and c0 (zeros in the paper formulation)
+            h = torch.tanh(self.hidden_init).expand(batch_size, H) if self.cfg.formulation == "reference" else state
+            c = state
+        elif self.cfg.cell == "lstm":  # the learned init goes to the cell state c; h starts at 0
             h, c = zeros(batch_size, H), state
         else:
             h, c = state, None
@@ -125,8 +148,9 @@ class ARMIN(nn.Module):
         if kind == "input_only":
             return self.address(x)
         B, N = s.memory.shape[:2]
+        state = s.c if self.cfg.address_reads_c else s.h  # the authors' TARDIS scores from c
         per_slot = torch.cat([
-            torch.cat([x, s.h], 1).unsqueeze(1).expand(B, N, -1),  # (B, N, X+H)
+            torch.cat([x, state], 1).unsqueeze(1).expand(B, N, -1),  # (B, N, X+H)
             self.slot_keys.unsqueeze(0).expand(B, N, -1),  # (B, N, K)
             s.memory,  # (B, N, W)
             F.normalize(s.usage, dim=1).unsqueeze(1).expand(B, N, N),  # (B, N, N)
@@ -166,19 +190,34 @@ class ARMIN(nn.Module):
         value = self.write_proj(torch.cat([x, h], 1)) if self.cfg.formulation == "reference" else h
         return h, c, torch.cat([h, r], 1), value
 
+    def tardis_cell(self, x: Tensor, h: Tensor, c: Tensor, r: Tensor, noise: Tensor | None
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The authors' TARDIS cell (§5): (h, c, o_t = [h, r], value to write); `noise` (B, 2) or None."""
+        xhr = torch.cat([x, h, r], 1)
+        i, f, o = self.update(xhr).chunk(3, 1)
+        z = self.scale_gates(xhr) if noise is None else self.scale_gates(xhr) + noise  # gumbel_sigmoid
+        alpha, beta = torch.sigmoid(z * TARDIS_GATE_SHARPNESS).split(1, 1)  # (B, 1) scalars
+        cand = torch.tanh(self.candidate(torch.cat([x, alpha * h, beta * r], 1)))
+        c = torch.sigmoid(f + self.cfg.forget_bias) * c + torch.sigmoid(i) * cand
+        h = torch.tanh(c) * torch.sigmoid(o)
+        value = self.write_proj(torch.cat([x, h], 1)) if self.cfg.formulation == "reference" else h
+        return h, c, torch.cat([h, r], 1), value
+
     def step(self, x: Tensor, s: RecurrentState, temperature: float, noise: Tensor | None
              ) -> tuple[Tensor, RecurrentState, Tensor]:
-        """One time step: (o_t, next state, soft address y_t)."""
+        """One time step: (o_t, next state, soft address y_t); noise (B, N + gate noise width) or None."""
         N = self.sizes[2]
         # read (from memory holding writes up to t-1)
-        w, y = self.read_address(self.address_logits(x, s), temperature, noise)  # (B, N)
+        w, y = self.read_address(self.address_logits(x, s), temperature, None if noise is None else noise[:, :N])
         r = torch.bmm(w.unsqueeze(1), s.memory).squeeze(1)  # (B, W)
         # cell
         if self.cfg.cell == "armin":
             h, out, value = self.integrate(x, s.h, r)
             c = None
-        else:
+        elif self.cfg.cell == "lstm":
             h, c, out, value = self.lstm_cell(x, s.h, s.c, r)
+        else:
+            h, c, out, value = self.tardis_cell(x, s.h, s.c, r, None if noise is None else noise[:, N:])
         # write: fill slots in order, then overwrite the slot just read (index detached)
         if s.n_written < N:
             e = F.one_hot(torch.tensor(s.n_written, device=x.device), N).to(x.dtype).expand_as(w)
@@ -201,13 +240,13 @@ class ARMIN(nn.Module):
                 trace: bool = False) -> ModelOutput:
         """Run (T, B, X) inputs from `state` (None: a fresh reset).
 
-        Gumbel noise (T, B, N) is drawn from `generator` unless given as `noise` (tests pass it
-        to compare implementations on identical noise).
+        Gumbel noise (T, B, N + cfg.gate_noise_width) is drawn from `generator` unless given as
+        `noise` (tests pass it to compare implementations on identical noise).
         """
         T, B, _ = x.shape
         s = self.initial_state(B) if state is None else state
         if self.noisy() and noise is None:
-            noise = gumbel_noise((T, B, self.sizes[2]), generator)
+            noise = gumbel_noise((T, B, self.sizes[2]), generator, self.cfg.gate_noise_width)
         if not self.noisy():
             noise = None
         if noise is not None:

@@ -18,8 +18,10 @@ class TemperatureSchedule:
 
     Every number here is a **temperature** tau: reads use softmax((logits + g) / tau), so larger
     is softer. The authors' code multiplies by an *inverse* temperature and raises it (§4.3);
-    `kind = "reference"` reproduces that schedule: inverse temperature min(2 + step // 400, 50),
-    i.e. tau = 1/2 at step 0 falling to 1/50 at step 19,200 (§7.1).
+    `kind = "reference"` reproduces that schedule: inverse temperature 1 at iteration 0, raised by 1
+    after the optimizer step of iterations 0, 400, 800, ... and capped at 50, i.e.
+    min(1 + ceil(step / 400), 50): tau = 1 at step 0, 1/2 at steps 1-400, 1/3 at 401-800, ...,
+    1/50 from step 19,201 (§7.1).
     """
 
     kind: Literal["constant", "linear", "exponential", "reference"] = "constant"
@@ -36,7 +38,7 @@ class TemperatureSchedule:
     def __call__(self, step: int) -> float:
         """The temperature tau at training step `step` (0-based)."""
         if self.kind == "reference":
-            return 1.0 / min(2 + step // 400, 50)
+            return 1.0 / min(1 + -(-step // 400), 50)  # 1 + ceil(step / 400), in integers
         if self.kind == "constant":
             return self.start
         frac = min(step / self.steps, 1.0)
@@ -52,7 +54,8 @@ class ModelConfig:
     arch: Literal["armin", "lstm"] = "armin"  # armin: memory network (cell below); lstm: plain memory-less LSTM baseline
     formulation: Literal["reference", "paper"] = "reference"  # reference: authors' algorithmic code (§4.2); paper: patent eqs. (1)-(6) (§3.2)
     addressing: Literal["hidden", "hidden_only", "input_only", "tardis"] = "hidden"  # read logits from [x, h]: ARMIN; h alone; x alone; TARDIS keys+usage (§5, AwTA)
-    cell: Literal["armin", "lstm"] = "armin"  # armin: integrating cell with g^h, g^r and two output gates; lstm: LSTM fed [x, r]
+    cell: Literal["armin", "lstm", "tardis"] = "armin"  # armin: integrating cell with g^h, g^r and two output gates; lstm: LSTM fed [x, r]; tardis: the authors' TARDIS cell (LSTM with Gumbel-sigmoid scalars on h and r in the candidate, learned initial h and c) (§5)
+    address_state: Literal["c", "h"] = "c"  # tardis addressing with a cell that has a c (lstm, tardis): c: score from the cell state c, as the authors' TARDIS; h: from h
     read: Literal["gumbel", "soft"] = "gumbel"  # gumbel: straight-through hard one-hot (paper); soft: softmax-weighted sum (released alg. code)
     eval_noise: bool = False  # False: eval reads take the argmax of the logits; True: Gumbel noise at eval too, as the code does
     hidden_size: int = 100  # H
@@ -66,6 +69,23 @@ class ModelConfig:
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         require(self.addressing != "tardis" or self.hidden_size >= 4, "hidden_size",
                 "tardis addressing needs hidden_size >= 4 (its scorer has hidden_size // 4 units)")
+        require(self.address_state == "c" or (self.addressing == "tardis" and self.has_c), "address_state",
+                "'h' applies only to tardis addressing with a cell that has a c (lstm, tardis); leave it 'c'")
+
+    @property
+    def has_c(self) -> bool:
+        """Whether the cell carries an LSTM cell state c besides h (lstm and tardis cells)."""
+        return self.cell in ("lstm", "tardis")
+
+    @property
+    def address_reads_c(self) -> bool:
+        """TARDIS scores slots from the cell state c (authors' `torch.cat([x, c])`), unless told h."""
+        return self.addressing == "tardis" and self.has_c and self.address_state == "c"
+
+    @property
+    def gate_noise_width(self) -> int:
+        """Gumbel samples per step beyond the N read ones: the tardis cell's two gates alpha, beta."""
+        return 2 if self.cell == "tardis" else 0
 
     @property
     def slot_size(self) -> int:
@@ -86,5 +106,6 @@ class ModelConfig:
         """A short human label such as `armin/reference/hidden/armin/gumbel`."""
         if self.arch == "lstm":
             return f"lstm(H={self.hidden_size})"
-        return (f"armin/{self.formulation}/{self.addressing}/{self.cell}/{self.read}"
+        addr = self.addressing + ("(h)" if self.addressing == "tardis" and self.has_c and not self.address_reads_c else "")
+        return (f"armin/{self.formulation}/{addr}/{self.cell}/{self.read}"
                 f"(H={self.hidden_size},N={self.n_slots},W={self.slot_size})")

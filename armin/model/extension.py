@@ -20,7 +20,7 @@ from types import ModuleType
 from armin.model.fused import Saved, Spec
 
 SOURCE = Path(__file__).with_name("fused.cpp")
-NAME = "armin_fused_v6"  # bump when the Python <-> C++ signature changes
+NAME = "armin_fused_v7"  # bump when the Python <-> C++ signature changes
 DISABLE_ENV = "ARMIN_FUSED_CPP"  # "0": never build or use the extension
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def status() -> str:
 
 def _spec_args(s: Spec) -> tuple:
     return (s.H, s.N, s.W, s.K1, s.K2, s.reference, s.armin_cell, s.soft, s.address_h, s.n_written,
-            s.temperature, s.forget_bias)
+            s.temperature, s.forget_bias, s.tardis_cell, s.U, s.address_c)
 
 
 class CppKernels:
@@ -95,12 +95,15 @@ class CppKernels:
     name = "cpp"
 
     @staticmethod
-    def forward(s: Spec, x, w_x, b_x, noise, w_a, w1, w2, w_v, h0, c0, memory0, save: bool):
-        res = _module.forward(x, w_x, b_x, noise, w_a, w1, w2, w_v, h0, c0, memory0, *_spec_args(s), save)
+    def forward(s: Spec, x, w_x, b_x, noise, w_a, w1, w2, w_v, w_u, w_m, kq, v, h0, c0, memory0, prev0, usage0,
+                save: bool):
+        res = _module.forward(x, w_x, b_x, noise, w_a, w1, w2, w_v, w_u, w_m, kq, v, h0, c0, memory0, prev0, usage0,
+                              *_spec_args(s), save)
         out, h, c, saved = res[0], res[1], res[2], Saved(*res[3:])
         return out, saved.y, h, c, saved
 
     @staticmethod
-    def backward(s: Spec, sv: Saved, x, w_x, w_a, w1, w2, w_v, d_out, d_h, d_c, d_mem, need_dx: bool):
-        return tuple(_module.backward(list(sv), x, w_x, w_a, w1, w2, w_v, d_out, d_h, d_c, d_mem, need_dx,
-                                      *_spec_args(s)))
+    def backward(s: Spec, sv: Saved, x, w_x, w_a, w1, w2, w_v, w_u, w_m, v, d_out, d_h, d_c, d_mem, d_prev, d_usage,
+                 need_dx: bool):
+        return tuple(_module.backward(list(sv), x, w_x, w_a, w1, w2, w_v, w_u, w_m, v, d_out, d_h, d_c, d_mem, d_prev,
+                                      d_usage, need_dx, *_spec_args(s)))

@@ -12,17 +12,25 @@ float32/float64, with batch rows split across torch's intra-op threads, and as t
 transcription below everywhere else (CUDA, other dtypes, no compiler). Both produce the same saved
 tensors and both are checked against `armin.model.naive` (tests/model/test_fused.py).
 
-Supported: both formulations, both cells, both read modes, addressing hidden / hidden_only /
-input_only. NOT supported: `addressing = "tardis"` (per-slot scorer over memory and usage); ARMIN
-keeps its eager step loop for it (`supports(cfg)` says which).
+Supported (the allow-list, `supports(cfg)`): both formulations, every cell (armin, lstm, tardis),
+both read modes, every addressing (hidden / hidden_only / input_only / tardis). A configuration off
+the list runs ARMIN's eager step loop.
 
 Column layout of the per-step pre-activations z (B, K); their input part is x_t @ w_x^T + b_x, where
 w_x (K, X) and b_x (K) stack the x columns and biases of every layer:
-  [a: N read logits | p1: K1 first layer | p2: K2 second layer (armin cell) | v: W write value (reference)]
-first layer = input gates g^h, g^r (armin cell, K1 = H + W) or the LSTM gates i, j, f, o (K1 = 4H);
-second layer = i, j, f, o^h, o^r (K2 = 4H + W). Activations saved per step (the `Saved` fields):
-gate layers after their nonlinearity, in the code's order, with j as tanh(j) and f as
-sigmoid(f + forget_bias).
+  [a: A address block | p1: K1 first layer | p2: K2 second layer | v: W write value (reference)]
+address block = the N read logits (A = N), or for TARDIS addressing the U = H // 4 scorer units of
+the row part x_t, state, normalize(u_t) (A = U; the per-slot key and memory parts are added per slot).
+first layer = input gates g^h, g^r (armin cell, K1 = H + W), the LSTM gates i, j, f, o (K1 = 4H) or
+the TARDIS cell's i, f, o, alpha, beta (K1 = 3H + 2); second layer = i, j, f, o^h, o^r (armin cell,
+K2 = 4H + W) or the TARDIS candidate (K2 = H). Activations saved per step (the `Saved` fields): gate
+layers after their nonlinearity, in the code's order, with j as tanh(j) and f as sigmoid(f + forget_bias).
+
+TARDIS addressing: per slot i, pre_i = p_row + kq_i + mq_i with kq = keys @ A_k^T (constant) and
+mq_i = A_m M_i, kept up to date incrementally (a write of v into slot i sets mq_i = A_m v; a soft
+write blends mq like M), so a step costs one (U x W) product per row, not N of them; the backward
+keeps the matching gradient d_mq beside d_mem. a_i = v . tanh(pre_i) - 100 prev_i, L2-normalised
+over slots; prev and usage carry the (straight-through) read address w, with gradients.
 """
 
 from __future__ import annotations
@@ -39,9 +47,26 @@ from armin.model.config import ModelConfig
 BACKENDS = ("auto", "cpp", "python")  # auto: C++ where it applies (CPU, float32/64, built), else python
 
 
+#: The allow-list: every value of each model switch the fused loop implements. A configuration using
+#: any other value (a variant added to ModelConfig but not here) runs eager.
+FUSED_SUPPORT: dict[str, tuple] = {
+    "arch": ("armin",),
+    "formulation": ("reference", "paper"),
+    "addressing": ("hidden", "hidden_only", "input_only", "tardis"),
+    "cell": ("armin", "lstm", "tardis"),
+    "read": ("gumbel", "soft"),
+    "address_state": ("c", "h"),
+}
+
+
+def unsupported(cfg: ModelConfig) -> list[str]:
+    """The `field=value` settings of `cfg` that the fused loop does not implement (empty: it runs fused)."""
+    return [f"{k}={getattr(cfg, k)!r}" for k, allowed in FUSED_SUPPORT.items() if getattr(cfg, k) not in allowed]
+
+
 def supports(cfg: ModelConfig) -> bool:
-    """Whether the fused path computes this configuration (everything but TARDIS addressing)."""
-    return cfg.arch == "armin" and cfg.addressing != "tardis"
+    """Whether the fused path computes this configuration (every switch on the allow-list)."""
+    return not unsupported(cfg)
 
 
 @dataclass(frozen=True)
@@ -54,19 +79,32 @@ class Spec:
     K1: int  # first gate layer width
     K2: int  # second gate layer width (0 for the lstm cell)
     reference: bool  # reference formulation: tanh'd state (armin cell), write projection, forget bias 1
-    armin_cell: bool  # integrating cell (else LSTM cell over [x, h, r])
+    armin_cell: bool  # integrating cell (else LSTM cell over [x, h, r], or the TARDIS cell)
     soft: bool  # soft reads (and soft writes once memory is full)
-    address_h: bool  # read logits depend on h (hidden, hidden_only)
+    address_h: bool  # read logits depend on the state (hidden, hidden_only, tardis)
     n_written: int  # slots already filled when the call starts
     temperature: float
     forget_bias: float
+    tardis_cell: bool = False  # the TARDIS cell (armin_cell False)
+    U: int = 0  # TARDIS addressing: scorer units (0: the read logits are a linear layer)
+    address_c: bool = False  # TARDIS addressing scores from the cell state c (else h)
+
+    @property
+    def A(self) -> int:
+        """Width of the address block of z: N logits, or U scorer units (TARDIS)."""
+        return self.U if self.U else self.N
+
+    @property
+    def NW(self) -> int:
+        """Gumbel samples per row and step: N for the read, + 2 for the TARDIS cell's gates."""
+        return self.N + (2 if self.tardis_cell else 0)
 
     @property
     def offsets(self) -> tuple[int, int, int, int]:
-        """Column offsets of a, p1, p2, v in z, and (last) z's width K."""
-        o2 = self.N + self.K1
+        """Column offsets of p1, p2, v in z (p1's is the address block's width), and (last) z's width K."""
+        o2 = self.A + self.K1
         ov = o2 + self.K2
-        return self.N, o2, ov, ov + (self.W if self.reference else 0)
+        return self.A, o2, ov, ov + (self.W if self.reference else 0)
 
 
 class Saved(NamedTuple):
@@ -84,34 +122,75 @@ class Saved(NamedTuple):
     old: Tensor  # (T, B, W) slot content each hard write replaced
     snap: Tensor  # (S, B, N, W) memory before each soft write (S = soft-write steps)
     memory: Tensor  # (B, N, W) memory after the last step
+    # TARDIS addressing (else empty)
+    tpre: Tensor  # (T, B, N, U) tanh of the scorer's pre-activations
+    un: Tensor  # (T, B, N) normalize(usage)
+    unn: Tensor  # (T, B) max(||usage||, eps)
+    sc: Tensor  # (T, B, N) the normalised slot scores
+    scn: Tensor  # (T, B) max(||a||, eps)
+    val: Tensor  # (T, B, W) the value each step wrote
+    mq: Tensor  # (B, N, U) A_m M after the last step
+    prev: Tensor  # (B, N) the address used at the last step
+    usage: Tensor  # (B, N) the cumulative address after the last step
 
 
 # ---- the Python backend: the loop written with torch ops (any device, any dtype) -------------
+NORM_EPS = 1e-12  # F.normalize's eps (usage and TARDIS scores)
+REPEAT_PENALTY = 100.0  # TARDIS: subtracted from the score of the slot read at t-1 (armin.TARDIS_REPEAT_PENALTY)
+GATE_SHARPNESS = 10.0 / 3.0  # TARDIS cell: gumbel_sigmoid multiplier on alpha, beta (armin.TARDIS_GATE_SHARPNESS)
+
+
 def _split_gates(g: Tensor, H: int, W: int) -> list[Tensor]:
     return list(g.split([H, H, H, H, W] if W else [H, H, H, H], 1))
 
 
+def _normalize(v: Tensor) -> tuple[Tensor, Tensor]:
+    """(v / max(||v||, eps), max(||v||, eps)) over the last dim, as F.normalize."""
+    n = v.norm(dim=-1).clamp_min(NORM_EPS)
+    return v / n.unsqueeze(-1), n
+
+
+def _normalize_back(d: Tensor, u: Tensor, n: Tensor) -> Tensor:
+    """Gradient through u = v / max(||v||, eps) given u and n = max(||v||, eps)."""
+    proj = torch.where((n > NORM_EPS).unsqueeze(-1), u * (u * d).sum(-1, keepdim=True), torch.zeros_like(d))
+    return (d - proj) / n.unsqueeze(-1)
+
+
 def py_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor | None, w_a: Tensor | None, w1: Tensor,
-               w2: Tensor | None, w_v: Tensor | None, h: Tensor, c: Tensor | None, memory: Tensor
-               ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Saved]:
+               w2: Tensor | None, w_v: Tensor | None, w_u: Tensor | None, w_m: Tensor | None, kq: Tensor | None,
+               v: Tensor | None, h: Tensor, c: Tensor | None, memory: Tensor, prev: Tensor | None,
+               usage: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Saved]:
     """(out (T, B, H+W), y (T, B, N), h_T, c_T, saved)."""
     T, B, X = x.shape
     zx = torch.addmm(b_x, x.reshape(T * B, X), w_x.T).view(T, B, -1)  # (T, B, K) input part of every step
-    H, N, W, K1 = s.H, s.N, s.W, s.K1
-    _, o2, ov, _ = s.offsets
+    H, N, W, K1, U = s.H, s.N, s.W, s.K1, s.U
+    o1, o2, ov, _ = s.offsets
     rows = torch.arange(B, device=zx.device)
     mem = memory.clone()
+    mq = (mem @ w_m.T) if U else None  # (B, N, U) A_m M, kept current through the writes
     empty = zx.new_empty(0)
     hs, cs, rs, trs, ths, ys, idxs, g1s, g2s, olds, snaps, outs = ([] for _ in range(12))
+    tps, uns, unns, scs, scns, vals = ([] for _ in range(6))
     hs.append(h)
     if c is not None:
         cs.append(c)
     for t in range(T):
         z = zx[t]
         # read
-        a = z[:, :N] + h @ w_a.T if s.address_h else z[:, :N]  # (B, N)
+        if U:  # TARDIS: v . tanh(row part + key part + memory part) per slot, repeat penalty, L2 over slots
+            un, unn = _normalize(usage)
+            prow = z[:, :U] + (c if s.address_c else h) @ w_a.T + un @ w_u.T  # (B, U)
+            tp = torch.tanh(prow.unsqueeze(1) + kq + mq)  # (B, N, U)
+            a, scn = _normalize(tp @ v - REPEAT_PENALTY * prev)  # (B, N)
+            tps.append(tp)
+            uns.append(un)
+            unns.append(unn)
+            scs.append(a)
+            scns.append(scn)
+        else:
+            a = z[:, :N] + h @ w_a.T if s.address_h else z[:, :N]  # (B, N)
         if noise is not None:
-            a = a + noise[t]
+            a = a + noise[t, :, :N]
         y = torch.softmax(a / s.temperature, 1)  # (B, N)
         if s.soft:
             r = torch.bmm(y.unsqueeze(1), mem).squeeze(1)  # (B, W)
@@ -120,7 +199,7 @@ def py_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor | Non
             r = mem[rows, idx]  # (B, W) a gather, not a masked sum
             idxs.append(idx)
         # cell
-        p1 = z[:, N:o2] + torch.cat([h, r], 1) @ w1.T  # (B, K1)
+        p1 = z[:, o1:o2] + torch.cat([h, r], 1) @ w1.T  # (B, K1)
         if s.armin_cell:
             g1 = torch.sigmoid(p1)
             gh, gr = g1[:, :H], g1[:, H:]
@@ -141,10 +220,21 @@ def py_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor | Non
             g2s.append(g2)
             h = new
         else:
-            i, j, f, o = _split_gates(p1, H, 0)
-            g1 = torch.cat([torch.sigmoid(i), torch.tanh(j), torch.sigmoid(f + s.forget_bias), torch.sigmoid(o)], 1)
-            si, tj, sf, so = _split_gates(g1, H, 0)
-            c = sf * c + si * tj
+            if s.tardis_cell:  # i, f, o; alpha, beta = gumbel_sigmoid; candidate over [x, alpha h, beta r]
+                i, f, o, ab = p1.split([H, H, H, 2], 1)
+                if noise is not None:
+                    ab = ab + noise[t, :, N:]
+                g1 = torch.cat([torch.sigmoid(i), torch.sigmoid(f + s.forget_bias), torch.sigmoid(o),
+                                torch.sigmoid(ab * GATE_SHARPNESS)], 1)
+                si, sf, so, al, be = g1.split([H, H, H, 1, 1], 1)
+                cand = torch.tanh(z[:, o2:ov] + torch.cat([al * h, be * r], 1) @ w2.T)  # (B, H)
+                g2s.append(cand)
+            else:  # LSTM: i, j, f, o with the candidate tanh(j)
+                i, j, f, o = _split_gates(p1, H, 0)
+                g1 = torch.cat([torch.sigmoid(i), torch.tanh(j), torch.sigmoid(f + s.forget_bias),
+                                torch.sigmoid(o)], 1)
+                si, cand, sf, so = _split_gates(g1, H, 0)
+            c = sf * c + si * cand
             tc = torch.tanh(c)
             h = tc * so
             out = torch.cat([h, r], 1)
@@ -153,14 +243,23 @@ def py_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor | Non
         value = z[:, ov:] + h @ w_v.T if s.reference else h  # (B, W)
         # write: slot n_written + t while filling, then the slot read (soft: blend by y)
         n = s.n_written + t
+        vq = value @ w_m.T if U else None  # (B, U) A_m value
         if n < N or not s.soft:
             slot = idx if n >= N else torch.full((B,), n, dtype=torch.long, device=zx.device)
             olds.append(mem[rows, slot])
             mem = mem.index_put((rows, slot), value)
+            if U:
+                mq = mq.index_put((rows, slot), vq)
         else:
             snaps.append(mem)
             e = y.unsqueeze(2)
             mem = e * value.unsqueeze(1) + (1 - e) * mem
+            if U:
+                mq = e * vq.unsqueeze(1) + (1 - e) * mq
+        if U:
+            w = y if s.soft else torch.nn.functional.one_hot(idx, N).to(y.dtype)  # the address's forward value
+            prev, usage = w, usage + w
+            vals.append(value)
         hs.append(h)
         rs.append(r)
         ys.append(y)
@@ -168,7 +267,9 @@ def py_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor | Non
         outs.append(out)
     st = lambda xs: torch.stack(xs) if xs else empty  # noqa: E731
     saved = Saved(hs=st(hs), cs=st(cs), r=st(rs), tr=st(trs), th=st(ths), y=st(ys), idx=st(idxs),
-                  g1=st(g1s), g2=st(g2s), old=st(olds), snap=st(snaps), memory=mem)
+                  g1=st(g1s), g2=st(g2s), old=st(olds), snap=st(snaps), memory=mem,
+                  tpre=st(tps), un=st(uns), unn=st(unns), sc=st(scs), scn=st(scns), val=st(vals),
+                  mq=mq if U else empty, prev=prev if U else empty, usage=usage if U else empty)
     return st(outs), saved.y, h, c, saved
 
 
@@ -177,15 +278,20 @@ def _dsig(g: Tensor) -> Tensor:
 
 
 def py_backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, w1: Tensor, w2: Tensor | None,
-                w_v: Tensor | None, d_out: Tensor, d_h: Tensor, d_c: Tensor | None, d_mem: Tensor, need_dx: bool
-                ) -> tuple[Tensor | None, ...]:
-    """Gradients (d_x, d_w_x, d_b_x, d_w_a, d_w1, d_w2, d_w_v, d_h0, d_c0, d_memory0)."""
+                w_v: Tensor | None, w_u: Tensor | None, w_m: Tensor | None, v: Tensor | None, d_out: Tensor,
+                d_h: Tensor, d_c: Tensor | None, d_mem: Tensor, d_prev: Tensor | None, d_usage: Tensor | None,
+                need_dx: bool) -> tuple[Tensor | None, ...]:
+    """Gradients (d_x, d_w_x, d_b_x, d_w_a, d_w1, d_w2, d_w_v, d_w_u, d_w_m, d_kq, d_v, d_h0, d_c0, d_memory0,
+    d_prev0, d_usage0)."""
     T, B, _ = d_out.shape
-    H, N, W, K1 = s.H, s.N, s.W, s.K1
-    _, o2, ov, K = s.offsets
+    H, N, W, K1, U = s.H, s.N, s.W, s.K1, s.U
+    o1, o2, ov, K = s.offsets
     rows = torch.arange(B, device=d_out.device)
     d_zx = d_out.new_zeros(T, B, K)
     d_mem, mem = d_mem.clone(), sv.memory.clone()
+    if U:  # d_mq: gradient w.r.t. A_m M (the scorer's memory part), beside d_mem
+        d_mq, d_w_m, d_kq, d_v = d_out.new_zeros(B, N, U), w_m.new_zeros(w_m.shape), d_out.new_zeros(N, U), \
+            v.new_zeros(v.shape)
     n_old = sv.old.shape[0]
     for t in reversed(range(T)):
         hp, r, y, dout = sv.hs[t], sv.r[t], sv.y[t], d_out[t]
@@ -196,17 +302,27 @@ def py_backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, 
             d_val = d_mem[rows, slot]
             d_mem[rows, slot] = 0
             mem[rows, slot] = sv.old[t]
+            if U:
+                dq = d_mq[rows, slot]  # (B, U)
+                d_mq[rows, slot] = 0
         else:
             e = y.unsqueeze(2)
             d_val = (e * d_mem).sum(1)
             d_mem = d_mem * (1 - e)
             mem = sv.snap[t - n_old].clone()  # index writes below must not touch the saved snapshot
+            if U:
+                dq = (e * d_mq).sum(1)
+                d_mq = d_mq * (1 - e)
+        if U:
+            d_val = d_val + dq @ w_m
+            d_w_m += dq.T @ sv.val[t]
         if s.reference:
             d_zx[t, :, ov:] = d_val
             d_new = d_h + d_val @ w_v  # (B, H)
         else:
             d_new = d_h + d_val
         # cell
+        d_cp = None
         if s.armin_cell:
             si, tj, sf, soh, sor = _split_gates(sv.g2[t], H, W)
             new = sv.hs[t + 1]
@@ -214,14 +330,14 @@ def py_backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, 
             if s.reference:
                 d_new = d_new + dout_h * soh
                 d_soh, d_r, d_sor = dout_h * new, dout_r * sor, dout_r * r
-                d_c = d_new * (1 - new * new)
+                d_cn = d_new * (1 - new * new)
             else:
                 tn, tr = sv.th[t], sv.tr[t]
                 d_new = d_new + dout_h * soh * (1 - tn * tn)
                 d_soh, d_r, d_sor = dout_h * tn, dout_r * sor * (1 - tr * tr), dout_r * tr
-                d_c = d_new
-            d_hp = d_c * sf
-            d_p2 = torch.cat([d_c * tj * _dsig(si), d_c * si * (1 - tj * tj), d_c * hp * _dsig(sf),
+                d_cn = d_new
+            d_hp = d_cn * sf
+            d_p2 = torch.cat([d_cn * tj * _dsig(si), d_cn * si * (1 - tj * tj), d_cn * hp * _dsig(sf),
                               d_soh * _dsig(soh), d_sor * _dsig(sor)], 1)
             d_zx[t, :, o2:ov] = d_p2
             d_hr2 = d_p2 @ w2  # (B, H+W) gradient of [g^h*h, g^r*r]
@@ -229,7 +345,21 @@ def py_backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, 
             d_hp = d_hp + d_hr2[:, :H] * g1[:, :H]
             d_r = d_r + d_hr2[:, H:] * g1[:, H:]
             d_p1 = torch.cat([d_hr2[:, :H] * hp, d_hr2[:, H:] * r], 1) * _dsig(g1)
-            d_cp = None
+        elif s.tardis_cell:
+            si, sf, so, al, be = sv.g1[t].split([H, H, H, 1, 1], 1)
+            cand, tc, cp = sv.g2[t], sv.th[t], sv.cs[t]
+            d_new = d_new + dout[:, :H]
+            d_cn = d_c + d_new * so * (1 - tc * tc)
+            d_cp = d_cn * sf
+            d_p2 = d_cn * si * (1 - cand * cand)
+            d_zx[t, :, o2:ov] = d_p2
+            d_q = d_p2 @ w2  # (B, H+W) gradient of [alpha h, beta r]
+            d_al = (d_q[:, :H] * hp).sum(1, keepdim=True)
+            d_be = (d_q[:, H:] * r).sum(1, keepdim=True)
+            d_hp = d_q[:, :H] * al
+            d_r = dout[:, H:] + d_q[:, H:] * be
+            d_p1 = torch.cat([d_cn * cand * _dsig(si), d_cn * cp * _dsig(sf), d_new * tc * _dsig(so),
+                              d_al * _dsig(al) * GATE_SHARPNESS, d_be * _dsig(be) * GATE_SHARPNESS], 1)
         else:
             si, tj, sf, so = _split_gates(sv.g1[t], H, 0)
             tc, cp = sv.th[t], sv.cs[t]
@@ -240,7 +370,7 @@ def py_backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, 
             d_p1 = torch.cat([d_cn * tj * _dsig(si), d_cn * si * (1 - tj * tj), d_cn * cp * _dsig(sf),
                               d_new * tc * _dsig(so)], 1)
             d_hp = torch.zeros_like(d_new)
-        d_zx[t, :, N:o2] = d_p1
+        d_zx[t, :, o1:o2] = d_p1
         d_hr1 = d_p1 @ w1  # (B, H+W)
         d_hp = d_hp + d_hr1[:, :H]
         d_r = d_r + d_hr1[:, H:]
@@ -250,64 +380,101 @@ def py_backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, 
         else:
             d_mem[rows, sv.idx[t]] += d_r
         d_y = torch.bmm(mem, d_r.unsqueeze(2)).squeeze(2)  # (B, N): <dr, M_i>
+        if U:  # w_t is also the next step's prev and part of its usage
+            d_y = d_y + d_prev + d_usage
         d_a = y * (d_y - (y * d_y).sum(1, keepdim=True)) / s.temperature
-        d_zx[t, :, :N] = d_a
-        if s.address_h:
-            d_hp = d_hp + d_a @ w_a
+        if U:  # back through the L2 norm, the repeat penalty and the per-slot scorer
+            d_a = _normalize_back(d_a, sv.sc[t], sv.scn[t])
+            d_prev = -REPEAT_PENALTY * d_a
+            tp = sv.tpre[t]  # (B, N, U)
+            d_v += (d_a.unsqueeze(2) * tp).sum((0, 1))
+            d_pre = d_a.unsqueeze(2) * v * (1 - tp * tp)  # (B, N, U)
+            d_kq += d_pre.sum(0)
+            d_mq += d_pre
+            d_prow = d_pre.sum(1)  # (B, U)
+            d_zx[t, :, :U] = d_prow
+            d_usage = d_usage + _normalize_back(d_prow @ w_u, sv.un[t], sv.unn[t])
+            if s.address_c:
+                d_cp = d_cp + d_prow @ w_a
+            else:
+                d_hp = d_hp + d_prow @ w_a
+        else:
+            d_zx[t, :, :N] = d_a
+            if s.address_h:
+                d_hp = d_hp + d_a @ w_a
         d_h, d_c = d_hp, d_cp
     R, X = T * B, x.shape[2]
     d_z = d_zx.view(R, K)
     d_x = (d_z @ w_x).view(T, B, X) if need_dx else None
     d_w_x = (x.reshape(R, X).T @ d_z).T  # (K, X); x^T @ d_z is the fast orientation for a skinny X
-    return (d_x, d_w_x, d_z.sum(0), *weight_grads(s, sv, d_zx), d_h, d_c, d_mem)
+    tardis = (None,) * 6
+    if U:
+        d_w_m += d_mq.reshape(B * N, U).T @ mem.reshape(B * N, W)  # mem is memory0 again here
+        d_mem = d_mem + d_mq @ w_m
+        rows_ = lambda t: t.reshape(R, -1)  # noqa: E731
+        d_w_u = rows_(d_zx[..., :U]).T @ rows_(sv.un)
+        tardis = (d_w_u, d_w_m, d_kq, d_v, d_prev, d_usage)
+    d_w_a, d_w1, d_w2, d_w_v = weight_grads(s, sv, d_zx)
+    return (d_x, d_w_x, d_z.sum(0), d_w_a, d_w1, d_w2, d_w_v, *tardis[:4], d_h, d_c, d_mem, *tardis[4:])
 
 
 def weight_grads(s: Spec, sv: Saved, d_zx: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None, Tensor | None]:
     """Recurrent weight gradients, each one matmul over all T*B rows: (d_w_a, d_w1, d_w2, d_w_v)."""
     T, B, _ = d_zx.shape
-    H, N = s.H, s.N
-    _, o2, ov, _ = s.offsets
+    H = s.H
+    o1, o2, ov, _ = s.offsets
     rows = lambda v: v.reshape(T * B, -1)  # noqa: E731
     hp = sv.hs[:-1]
-    d_w_a = rows(d_zx[..., :N]).T @ rows(hp) if s.address_h else None
-    d_w1 = rows(d_zx[..., N:o2]).T @ rows(torch.cat([hp, sv.r], 2))
+    state = sv.cs[:-1] if s.address_c else hp  # what the address block reads
+    d_w_a = rows(d_zx[..., :o1]).T @ rows(state) if s.address_h else None
+    d_w1 = rows(d_zx[..., o1:o2]).T @ rows(torch.cat([hp, sv.r], 2))
     d_w2 = None
     if s.armin_cell:
         hr2 = torch.cat([sv.g1[..., :H] * hp, sv.g1[..., H:] * sv.r], 2)  # [g^h*h, g^r*r]
         d_w2 = rows(d_zx[..., o2:ov]).T @ rows(hr2)
+    elif s.tardis_cell:
+        q = torch.cat([sv.g1[..., 3 * H:3 * H + 1] * hp, sv.g1[..., 3 * H + 1:] * sv.r], 2)  # [alpha h, beta r]
+        d_w2 = rows(d_zx[..., o2:ov]).T @ rows(q)
     d_w_v = rows(d_zx[..., ov:]).T @ rows(sv.hs[1:]) if s.reference else None
     return d_w_a, d_w1, d_w2, d_w_v
 
 
 # ---- the autograd Function and the model-facing entry point -----------------------------------
 class FusedSequence(torch.autograd.Function):
-    """(out, y, h_T, c_T, memory_T) of a whole sequence of inputs x (T, B, X).
+    """(out, y, h_T, c_T, memory_T, prev_T, usage_T) of a whole sequence of inputs x (T, B, X).
 
-    Differentiable in x, every weight and the incoming state (h0, c0, memory0); y (the soft
-    addresses, for `trace`) is not. `noise` is a constant.
+    Differentiable in x, every weight and the incoming state (h0, c0, memory0, prev0, usage0); y (the
+    soft addresses, for `trace`) is not. `noise` is a constant. The TARDIS tensors (w_u, w_m, kq, v,
+    prev0, usage0; outputs prev_T, usage_T) are None without TARDIS addressing.
     """
 
     @staticmethod
     def forward(ctx, spec: Spec, kernels, save: bool, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor | None,
-                w_a: Tensor | None, w1: Tensor, w2: Tensor | None, w_v: Tensor | None, h0: Tensor, c0: Tensor | None,
-                memory0: Tensor):
-        out, y, h, c, saved = kernels.forward(spec, x, w_x, b_x, noise, w_a, w1, w2, w_v, h0, c0, memory0, save)
+                w_a: Tensor | None, w1: Tensor, w2: Tensor | None, w_v: Tensor | None, w_u: Tensor | None,
+                w_m: Tensor | None, kq: Tensor | None, v: Tensor | None, h0: Tensor, c0: Tensor | None,
+                memory0: Tensor, prev0: Tensor | None, usage0: Tensor | None):
+        out, y, h, c, saved = kernels.forward(spec, x, w_x, b_x, noise, w_a, w1, w2, w_v, w_u, w_m, kq, v, h0, c0,
+                                              memory0, prev0, usage0, save)
         ctx.spec, ctx.kernels = spec, kernels
         if save:
-            ctx.save_for_backward(x, w_x, w_a, w1, w2, w_v, *saved)
+            ctx.save_for_backward(x, w_x, w_a, w1, w2, w_v, w_u, w_m, v, *saved)
         ctx.mark_non_differentiable(y)
-        return out, y, h, c, saved.memory
+        tardis = spec.U > 0
+        return out, y, h, c, saved.memory, saved.prev if tardis else None, saved.usage if tardis else None
 
     @staticmethod
     @once_differentiable  # the hand-written backward is not itself differentiable
-    def backward(ctx, d_out, _d_y, d_h, d_c, d_mem):
-        x, w_x, w_a, w1, w2, w_v, *saved = ctx.saved_tensors
+    def backward(ctx, d_out, _d_y, d_h, d_c, d_mem, d_prev, d_usage):
+        x, w_x, w_a, w1, w2, w_v, w_u, w_m, v, *saved = ctx.saved_tensors
         s = ctx.spec
         if d_c is None and not s.armin_cell:
             d_c = torch.zeros_like(d_h)
-        grads = ctx.kernels.backward(s, Saved(*saved), x, w_x, w_a, w1, w2, w_v, d_out.contiguous(),
+        if s.U:
+            d_prev = torch.zeros_like(d_out[0, :, :s.N]) if d_prev is None else d_prev.contiguous()
+            d_usage = torch.zeros_like(d_out[0, :, :s.N]) if d_usage is None else d_usage.contiguous()
+        grads = ctx.kernels.backward(s, Saved(*saved), x, w_x, w_a, w1, w2, w_v, w_u, w_m, v, d_out.contiguous(),
                                      d_h.contiguous(), None if s.armin_cell else d_c.contiguous(), d_mem.contiguous(),
-                                     ctx.needs_input_grad[3])
+                                     d_prev, d_usage, ctx.needs_input_grad[3])
         return (None, None, None, *grads[:3], None, *grads[3:])
 
 
@@ -317,8 +484,8 @@ class PythonKernels:
     name = "python"
 
     @staticmethod
-    def forward(s, x, w_x, b_x, noise, w_a, w1, w2, w_v, h0, c0, memory0, save):
-        return py_forward(s, x, w_x, b_x, noise, w_a, w1, w2, w_v, h0, c0, memory0)
+    def forward(s, x, w_x, b_x, noise, w_a, w1, w2, w_v, w_u, w_m, kq, v, h0, c0, memory0, prev0, usage0, save):
+        return py_forward(s, x, w_x, b_x, noise, w_a, w1, w2, w_v, w_u, w_m, kq, v, h0, c0, memory0, prev0, usage0)
 
     backward = staticmethod(py_backward)
 
@@ -347,35 +514,52 @@ def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor 
     cfg = model.cfg
     X, H, N, W = model.sizes
     T, B, _ = x.shape
-    armin_cell, reference = cfg.cell == "armin", cfg.formulation == "reference"
-    layer1 = model.input_gates if armin_cell else model.update
-    spec = Spec(H=H, N=N, W=W, K1=layer1.out_features, K2=model.update.out_features if armin_cell else 0,
+    armin_cell, reference, tardis = cfg.cell == "armin", cfg.formulation == "reference", cfg.addressing == "tardis"
+    if cfg.cell == "tardis":  # first layer: i, f, o (update) and alpha, beta (scale_gates), one matrix
+        w_l1 = torch.cat([model.update.weight, model.scale_gates.weight])
+        b_l1 = torch.cat([model.update.bias, model.scale_gates.bias])
+        layer2 = model.candidate
+    else:
+        layer1 = model.input_gates if armin_cell else model.update
+        w_l1, b_l1 = layer1.weight, layer1.bias
+        layer2 = model.update if armin_cell else None
+    U = model.address.out_features if tardis else 0
+    spec = Spec(H=H, N=N, W=W, K1=w_l1.shape[0], K2=layer2.out_features if layer2 is not None else 0,
                 reference=reference, armin_cell=armin_cell, soft=cfg.read == "soft",
                 address_h=cfg.addressing != "input_only", n_written=state.n_written,
-                temperature=float(temperature), forget_bias=cfg.forget_bias)
+                temperature=float(temperature), forget_bias=cfg.forget_bias, tardis_cell=cfg.cell == "tardis",
+                U=U, address_c=cfg.address_reads_c)
     # x columns and biases of every layer, stacked in z's column order
-    aw = model.address.weight  # (N, X+H) hidden, (N, H) hidden_only, (N, X) input_only
-    x_parts = [aw.new_zeros(N, X) if cfg.addressing == "hidden_only" else aw[:, :X], layer1.weight[:, :X]]
-    biases = [model.address.bias, layer1.bias]
-    if armin_cell:
-        x_parts.append(model.update.weight[:, :X])
-        biases.append(model.update.bias)
+    aw = model.address.weight  # (N, X+H) hidden, (N, H) hidden_only, (N, X) input_only, (U, X+H+Kk+W+N) tardis
+    x_parts = [aw.new_zeros(N, X) if cfg.addressing == "hidden_only" else aw[:, :X], w_l1[:, :X]]
+    biases = [model.address.bias, b_l1]
+    if layer2 is not None:
+        x_parts.append(layer2.weight[:, :X])
+        biases.append(layer2.bias)
     if reference:
         x_parts.append(model.write_proj.weight[:, :X])
         biases.append(model.write_proj.bias)
-    # recurrent weights (the h and r columns), contiguous for the kernels
-    w_a = {"hidden": aw[:, X:], "hidden_only": aw, "input_only": None}[cfg.addressing]
+    # recurrent weights (the state and r columns), contiguous for the kernels
     rec = lambda w: None if w is None else w.contiguous()  # noqa: E731
-    w_a, w1 = rec(w_a), rec(layer1.weight[:, X:])
-    w2 = rec(model.update.weight[:, X:]) if armin_cell else None
+    w_a = {"hidden": aw[:, X:], "hidden_only": aw, "input_only": None, "tardis": aw[:, X:X + H]}[cfg.addressing]
+    w_a, w1 = rec(w_a), rec(w_l1[:, X:])
+    w2 = rec(layer2.weight[:, X:]) if layer2 is not None else None
     w_v = rec(model.write_proj.weight[:, X:]) if reference else None
+    w_u = w_m = kq = v = None
+    if tardis:  # the scorer's columns: [x | state | key | memory slot | normalize(usage)]
+        Kk = cfg.key_size
+        kq = model.slot_keys @ aw[:, X + H:X + H + Kk].T  # (N, U) the per-slot key part, constant in t
+        w_m, w_u = rec(aw[:, X + H + Kk:X + H + Kk + W]), rec(aw[:, X + H + Kk + W:])
+        kq, v = kq.contiguous(), model.address_v
     if noise is not None:
         noise = noise.contiguous()
     kernels = kernels_for(x, backend)
     w_x, b_x = torch.cat(x_parts), torch.cat(biases)  # (K, X), (K,)
     save = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, w_x, b_x, w_a, w1, w2, w_v, state.h, state.c, state.memory))
-    out, y, h, c, memory = FusedSequence.apply(spec, kernels, save, x.contiguous(), w_x, b_x, noise, w_a, w1, w2,
-                                               w_v, state.h, state.c, state.memory)
-    nxt = RecurrentState(h=h, c=c, memory=memory, n_written=min(state.n_written + T, N), prev_read=None, usage=None)
+        t is not None and t.requires_grad for t in (x, w_x, b_x, w_a, w1, w2, w_v, w_u, w_m, kq, v, state.h, state.c,
+                                                    state.memory, state.prev_read, state.usage))
+    out, y, h, c, memory, prev, usage = FusedSequence.apply(
+        spec, kernels, save, x.contiguous(), w_x, b_x, noise, w_a, w1, w2, w_v, w_u, w_m, kq, v, state.h, state.c,
+        state.memory, state.prev_read, state.usage)
+    nxt = RecurrentState(h=h, c=c, memory=memory, n_written=min(state.n_written + T, N), prev_read=prev, usage=usage)
     return ModelOutput(model.head(out), nxt, y if trace else None)

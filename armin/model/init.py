@@ -23,12 +23,16 @@ def orthogonal(shape: tuple[int, int], gen: torch.Generator) -> Tensor:
 
 def initialize(model: nn.Module, seed: int) -> None:
     """Fill every parameter of `model` from the init stream of `seed`."""
+    overrides = getattr(model, "init_overrides", {})  # where one variant's authors init differently
     with torch.no_grad():
         for name, p in model.named_parameters():
             g = generator(seed, "init", name)
             leaf = name.rsplit(".", 1)[-1]
-            if leaf == "bias" or leaf == "memory_init":  # zeros, incl. hmem_bias (§4.1)
+            kind = overrides.get(name)
+            if kind == "zeros" or (kind is None and leaf in ("bias", "memory_init")):  # incl. hmem_bias (§4.1)
                 value = torch.zeros(p.shape)
+            elif kind == "orthogonal":  # a vector: orthogonal_ of (n, 1) is a random unit vector
+                value = orthogonal((p.numel(), 1), g).reshape(p.shape)
             elif leaf == "state_init":  # the algorithmic code's c_bias = torch.rand (§4.2)
                 value = torch.rand(p.shape, generator=g, dtype=torch.float64)
             elif leaf == "address_v":  # xavier_uniform on the (H/4, 1) vector, as AwTA

@@ -24,7 +24,10 @@ def _sig(v: Tensor) -> Tensor:
 
 def naive_armin(cfg: ModelConfig, p: dict[str, Tensor], x: Tensor, *, noise: Tensor | None,
                 temperature: float) -> tuple[Tensor, Tensor]:
-    """Logits (T, B, Y) and soft addresses (T, B, N) of a memory model; `noise` (T, B, N) or None."""
+    """Logits (T, B, Y) and soft addresses (T, B, N) of a memory model.
+
+    `noise` (T, B, N) or None; with the tardis cell (T, B, N + 2), its gates' noise in the last two.
+    """
     T, B, X = x.shape
     H, N = cfg.hidden_size, cfg.n_slots
     W = cfg.r_size if cfg.formulation == "reference" else H
@@ -37,7 +40,10 @@ def naive_armin(cfg: ModelConfig, p: dict[str, Tensor], x: Tensor, *, noise: Ten
     else:
         init = zeros_h
         mem = torch.zeros(B, N, W, dtype=x.dtype)
-    if cfg.cell == "lstm":
+    if cfg.cell == "tardis":
+        h = torch.tanh(p["hidden_init"]).repeat(B, 1) if cfg.formulation == "reference" else zeros_h
+        c = init
+    elif cfg.cell == "lstm":
         h, c = zeros_h, init
     else:
         h, c = init, None
@@ -58,12 +64,13 @@ def naive_armin(cfg: ModelConfig, p: dict[str, Tensor], x: Tensor, *, noise: Ten
             unorm = usage / torch.sqrt((usage ** 2).sum(1, keepdim=True)).clamp_min(1e-12)
             a = torch.zeros(B, N, dtype=x.dtype)
             for i in range(N):
-                feat = torch.cat([xt, h, p["slot_keys"][i].repeat(B, 1), mem[:, i, :], unorm], 1)
+                src = c if cfg.cell in ("lstm", "tardis") and cfg.address_state == "c" else h
+                feat = torch.cat([xt, src, p["slot_keys"][i].repeat(B, 1), mem[:, i, :], unorm], 1)
                 a[:, i] = torch.tanh(_lin(p, "address", feat)) @ p["address_v"]
             a = a - 100.0 * prev
             a = a / torch.sqrt((a ** 2).sum(1, keepdim=True)).clamp_min(1e-12)
         # --- address
-        z = a if noise is None else a + noise[t]
+        z = a if noise is None else a + noise[t][:, :N]
         z = z / temperature
         y = torch.exp(z - z.max(1, keepdim=True).values)
         y = y / y.sum(1, keepdim=True)
@@ -89,6 +96,19 @@ def naive_armin(cfg: ModelConfig, p: dict[str, Tensor], x: Tensor, *, noise: Ten
                 out = torch.cat([new * _sig(oh), r * _sig(orr)], 1)
                 value = _lin(p, "write_proj", torch.cat([xt, new], 1))
             h = new
+        elif cfg.cell == "tardis":
+            u = _lin(p, "update", torch.cat([xt, h, r], 1))
+            i_, f_, o_ = u[:, :H], u[:, H:2 * H], u[:, 2 * H:]
+            sg = _lin(p, "scale_gates", torch.cat([xt, h, r], 1))
+            if noise is not None:
+                sg = sg + noise[t][:, N:]
+            sg = _sig(sg * (10.0 / 3.0))
+            alpha, beta = sg[:, :1], sg[:, 1:]
+            cand = torch.tanh(_lin(p, "candidate", torch.cat([xt, alpha * h, beta * r], 1)))
+            c = _sig(f_ + fb) * c + _sig(i_) * cand
+            h = torch.tanh(c) * _sig(o_)
+            out = torch.cat([h, r], 1)
+            value = _lin(p, "write_proj", torch.cat([xt, h], 1)) if cfg.formulation == "reference" else h
         else:
             u = _lin(p, "update", torch.cat([xt, h, r], 1))
             i_, j_, f_, o_ = u[:, :H], u[:, H:2 * H], u[:, 2 * H:3 * H], u[:, 3 * H:]

@@ -44,7 +44,7 @@ def test_config_file_is_read_and_flags_override_it(tmp_path):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--cell", "gru"], "--cell: invalid choice: 'gru' (choose from 'armin', 'lstm')"),
+    (["--cell", "gru"], "--cell: invalid choice: 'gru' (choose from 'armin', 'lstm', 'tardis')"),
     (["--addressing", "content"], "--addressing: invalid choice"),
     (["--task", "sorting"], "--task: invalid choice"),
     (["--hidden-size", "0"], "--hidden-size: must be >= 1, got 0"),

@@ -14,8 +14,8 @@ from armin.model.fused import FusedSequence, PythonKernels, Spec, fused_forward
 from armin.model.naive import naive_armin
 
 X, Y, B = 5, 3, 3
-FUSED_VARIANTS = list(itertools.product(["reference", "paper"], ["hidden", "hidden_only", "input_only"],
-                                        ["armin", "lstm"], ["gumbel", "soft"]))
+FUSED_VARIANTS = list(itertools.product(["reference", "paper"], ["hidden", "hidden_only", "input_only", "tardis"],
+                                        ["armin", "lstm", "tardis"], ["gumbel", "soft"]))
 
 
 @pytest.fixture(scope="session")
@@ -50,11 +50,21 @@ def close(a, b, what):
 
 @pytest.mark.parametrize("formulation,addressing,cell,read", FUSED_VARIANTS)
 def test_fused_matches_naive_outputs_reads_and_every_gradient(backend, formulation, addressing, cell, read):
-    cfg = small(formulation, addressing, cell, read)
+    _check_against_naive(backend, small(formulation, addressing, cell, read))
+
+
+@pytest.mark.parametrize("cell,read", [("lstm", "gumbel"), ("tardis", "soft")])
+def test_fused_tardis_addressing_from_h_matches_naive(backend, cell, read):
+    """address_state = "h": the scorer reads h instead of the cell state c."""
+    _check_against_naive(backend, small("reference", "tardis", cell, read, address_state="h"))
+
+
+def _check_against_naive(backend, cfg):
     model = perturbed(cfg)
     T = 11  # longer than n_slots: the filling and the overwrite regime
     x = torch.randn(T, B, X, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
-    noise = gumbel_noise((T, B, cfg.n_slots), torch.Generator().manual_seed(2)) if read == "gumbel" else None
+    noise = gumbel_noise((T, B, cfg.n_slots), torch.Generator().manual_seed(2), cfg.gate_noise_width) \
+        if cfg.read == "gumbel" else None
     out = fused_forward(model, x, model.initial_state(B), temperature=0.7, noise=noise, trace=True, backend=backend)
     params = dict(model.named_parameters())
     ref_logits, ref_reads = naive_armin(cfg, params, x, noise=noise, temperature=0.7)
@@ -68,19 +78,24 @@ def test_fused_matches_naive_outputs_reads_and_every_gradient(backend, formulati
         close(a, b, f"d/d {name}")
 
 
-@pytest.mark.parametrize("formulation,cell,read", list(itertools.product(["reference", "paper"], ["armin", "lstm"],
-                                                                          ["gumbel", "soft"])))
-def test_truncated_bptt_carry_passes_values_and_gradients_through_the_state(backend, formulation, cell, read):
-    """Two segments chained through `state` (not detached) equal one naive pass, gradients included."""
-    cfg = small(formulation, cell=cell, read=read)
+@pytest.mark.parametrize("formulation,addressing,cell,read", [
+    *itertools.product(["reference", "paper"], ["hidden"], ["armin", "lstm"], ["gumbel", "soft"]),
+    *itertools.product(["reference"], ["tardis"], ["armin", "lstm", "tardis"], ["gumbel", "soft"])])
+def test_truncated_bptt_carry_passes_values_and_gradients_through_the_state(backend, formulation, addressing, cell,
+                                                                             read):
+    """Two segments chained through `state` (not detached) equal one naive pass, gradients included (TARDIS:
+    prev_read and usage are carried too)."""
+    cfg = small(formulation, addressing, cell=cell, read=read)
     model = perturbed(cfg)
     T, cut = 10, 6  # the cut falls after the memory is full (n_slots = 4)
     x = torch.randn(T, B, X, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    noise = gumbel_noise((T, B, cfg.n_slots), torch.Generator().manual_seed(5)) if read == "gumbel" else None
+    noise = gumbel_noise((T, B, cfg.n_slots), torch.Generator().manual_seed(5), cfg.gate_noise_width) \
+        if read == "gumbel" else None
     seg = lambda a, b: None if noise is None else noise[a:b]  # noqa: E731
     first = fused_forward(model, x[:cut], model.initial_state(B), temperature=0.9, noise=seg(0, cut), trace=True,
                           backend=backend)
     assert first.state.n_written == cfg.n_slots and first.state.memory.requires_grad
+    assert (first.state.usage is not None) == (addressing == "tardis")
     second = fused_forward(model, x[cut:], first.state, temperature=0.9, noise=seg(cut, T), trace=True,
                            backend=backend)
     params = dict(model.named_parameters())
@@ -113,17 +128,21 @@ def test_detached_carry_cuts_the_graph_and_keeps_the_values(backend):
 
 def test_gradients_reach_an_incoming_state_that_requires_grad(backend):
     """h0, c0 and memory0 as leaves: the fused gradients equal the eager step loop's."""
-    for cell in ("armin", "lstm"):
-        cfg = small(cell=cell, read="soft")
+    for cell, addressing in (("armin", "hidden"), ("lstm", "hidden"), ("tardis", "tardis"), ("armin", "tardis")):
+        cfg = small(addressing=addressing, cell=cell, read="soft")
         model = perturbed(cfg)
         x = torch.randn(6, B, X, dtype=torch.float64)
         s0 = model.initial_state(B)
         leaves = {"h": s0.h.detach().clone().requires_grad_(), "memory": s0.memory.detach().clone().requires_grad_()}
-        if cell == "lstm":
+        if cell != "armin":
             leaves["c"] = s0.c.detach().clone().requires_grad_()
+        if addressing == "tardis":  # a usage with non-zero norm, as after a first segment
+            leaves["prev_read"] = torch.softmax(torch.randn(B, cfg.n_slots, dtype=torch.float64), 1).requires_grad_()
+            leaves["usage"] = (2 * leaves["prev_read"].detach()).requires_grad_()
         from dataclasses import replace
         s = replace(s0, **leaves)
-        loss = lambda o: (o.logits.square().sum() + o.state.h.sum() + o.state.memory.sin().sum())  # noqa: E731
+        loss = lambda o: (o.logits.square().sum() + o.state.h.sum() + o.state.memory.sin().sum()  # noqa: E731
+                          + (0 if o.state.usage is None else (o.state.usage.cos().sum() + o.state.prev_read.sin().sum())))
         g = torch.autograd.grad(loss(fused_forward(model, x, s, temperature=1.0, noise=None, trace=False,
                                                    backend=backend)), list(leaves.values()))
         model.impl = "eager"
@@ -132,28 +151,35 @@ def test_gradients_reach_an_incoming_state_that_requires_grad(backend):
             close(a, b, f"{cell}: d/d {name}0")
 
 
-@pytest.mark.parametrize("formulation,cell,address_h", list(itertools.product(["reference", "paper"],
-                                                                               ["armin", "lstm"], [True, False])))
-def test_fused_function_gradcheck_with_soft_reads(backend, formulation, cell, address_h):
+@pytest.mark.parametrize("formulation,cell,addressing", [
+    *itertools.product(["reference", "paper"], ["armin", "lstm", "tardis"], ["hidden", "input_only"]),
+    *itertools.product(["reference", "paper"], ["armin", "lstm", "tardis"], ["tardis"]),
+    ("reference", "lstm", "tardis(h)")])
+def test_fused_function_gradcheck_with_soft_reads(backend, formulation, cell, addressing):
     """gradcheck of FusedSequence itself, every input differentiable. Soft reads make it smooth; T <= n_slots
-    because the soft write index after the memory is full is detached by design (§4.4)."""
+    because the soft write index after the memory is full is detached by design (§4.4). TARDIS: the incoming
+    usage has a non-zero norm (as after a first segment) so that normalize(usage) is smooth."""
     H, N, W, Xs, Bs, T = 3, 4, 2 if formulation == "reference" else 3, 2, 2, 4
-    armin_cell = cell == "armin"
-    K1 = H + W if armin_cell else 4 * H
-    K2 = 4 * H + W if armin_cell else 0
+    armin_cell, tardis_cell, U = cell == "armin", cell == "tardis", 2 if addressing.startswith("tardis") else 0
+    K1 = {"armin": H + W, "lstm": 4 * H, "tardis": 3 * H + 2}[cell]
+    K2 = {"armin": 4 * H + W, "lstm": 0, "tardis": H}[cell]
     s = Spec(H=H, N=N, W=W, K1=K1, K2=K2, reference=formulation == "reference", armin_cell=armin_cell, soft=True,
-             address_h=address_h, n_written=0, temperature=0.8, forget_bias=1.0)
+             address_h=addressing != "input_only", n_written=0, temperature=0.8, forget_bias=1.0,
+             tardis_cell=tardis_cell, U=U, address_c=addressing == "tardis" and not armin_cell)
     K = s.offsets[3]
     g = torch.Generator().manual_seed(0)
     r = lambda *shape: (0.5 * torch.randn(*shape, generator=g, dtype=torch.float64)).requires_grad_()  # noqa: E731
-    inputs = [r(T, Bs, Xs), r(K, Xs), r(K), r(N, H) if address_h else None, r(K1, H + W),
-              r(K2, H + W) if armin_cell else None, r(W, H) if s.reference else None, r(Bs, H),
-              None if armin_cell else r(Bs, H), r(Bs, N, W)]
+    prob = lambda: torch.softmax(torch.randn(Bs, N, generator=g, dtype=torch.float64), 1)  # noqa: E731
+    tardis = [r(U, N), r(U, W), r(N, U), r(U)] if U else [None] * 4
+    inputs = [r(T, Bs, Xs), r(K, Xs), r(K), r(s.A, H) if s.address_h else None, r(K1, H + W),
+              r(K2, H + W) if K2 else None, r(W, H) if s.reference else None, *tardis, r(Bs, H),
+              None if armin_cell else r(Bs, H), r(Bs, N, W), prob().requires_grad_() if U else None,
+              (1 + prob()).requires_grad_() if U else None]
     kernels = PythonKernels if backend == "python" else extension.CppKernels
 
     def fn(*args):
-        out, _y, h, c, memory = FusedSequence.apply(s, kernels, True, *args[:3], None, *args[3:])
-        return (out, h, memory) if c is None else (out, h, c, memory)
+        outs = FusedSequence.apply(s, kernels, True, *args[:3], None, *args[3:])
+        return tuple(o for i, o in enumerate(outs) if i != 1 and o is not None)  # all but y
 
     assert torch.autograd.gradcheck(fn, tuple(inputs))
 
@@ -164,12 +190,13 @@ def test_batch_rows_split_across_threads_give_the_same_result(cpp_available):
         pytest.skip(f"C++ extension: {extension.status()}")
     threads = torch.get_num_threads()
     try:
-        for read in ("gumbel", "soft"):
-            cfg = small(read=read)
+        for addressing, cell, read in (("hidden", "armin", "gumbel"), ("hidden", "armin", "soft"),
+                                       ("tardis", "tardis", "gumbel"), ("tardis", "armin", "soft")):
+            cfg = small(addressing=addressing, cell=cell, read=read)
             model = perturbed(cfg)
             Bb, T = 27, 9
             x = torch.randn(T, Bb, X, dtype=torch.float64, requires_grad=True)
-            noise = gumbel_noise((T, Bb, cfg.n_slots), torch.Generator().manual_seed(0))
+            noise = gumbel_noise((T, Bb, cfg.n_slots), torch.Generator().manual_seed(0), cfg.gate_noise_width)
             results = []
             for backend, n in (("python", 1), ("cpp", 1), ("cpp", 3)):
                 torch.set_num_threads(n)
@@ -187,10 +214,15 @@ def test_batch_rows_split_across_threads_give_the_same_result(cpp_available):
 
 def test_float32_fused_agrees_with_the_eager_loop():
     """float32 uses the fast vectorised exp/tanh in C++: close to the eager path, not bitwise."""
-    cfg = ModelConfig(hidden_size=32, n_slots=10, r_size=12)
+    for cfg in (ModelConfig(hidden_size=32, n_slots=10, r_size=12),
+                ModelConfig(hidden_size=32, n_slots=10, r_size=12, addressing="tardis", cell="tardis")):
+        _float32_agrees(cfg)
+
+
+def _float32_agrees(cfg):
     model = build_model(cfg, X, Y, seed=0)
     x = torch.randn(25, 8, X)
-    noise = gumbel_noise((25, 8, cfg.n_slots), torch.Generator().manual_seed(0))
+    noise = gumbel_noise((25, 8, cfg.n_slots), torch.Generator().manual_seed(0), cfg.gate_noise_width)
     results = {}
     for impl in ("fused", "eager"):
         model.impl = impl
@@ -200,11 +232,12 @@ def test_float32_fused_agrees_with_the_eager_loop():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_inference_without_grad_equals_the_training_forward(backend):
-    cfg = small()
+@pytest.mark.parametrize("addressing,cell", [("hidden", "armin"), ("tardis", "tardis"), ("tardis", "lstm")])
+def test_inference_without_grad_equals_the_training_forward(backend, addressing, cell):
+    cfg = small(addressing=addressing, cell=cell)
     model = perturbed(cfg)
     x = torch.randn(8, B, X, dtype=torch.float64)
-    noise = gumbel_noise((8, B, cfg.n_slots), torch.Generator().manual_seed(0))
+    noise = gumbel_noise((8, B, cfg.n_slots), torch.Generator().manual_seed(0), cfg.gate_noise_width)
     run = lambda: fused_forward(model, x, model.initial_state(B), temperature=1.0, noise=noise,  # noqa: E731
                                 trace=True, backend=backend)
     with_grad = run()
@@ -212,17 +245,45 @@ def test_inference_without_grad_equals_the_training_forward(backend):
         without = run()
     close(without.logits, with_grad.logits.detach(), "logits")
     close(without.state.memory, with_grad.state.memory.detach(), "memory")
+    if addressing == "tardis":
+        close(without.state.usage, with_grad.state.usage.detach(), "usage")
 
 
 def test_fused_is_the_default_and_eager_stays_available():
     model = build_model(ModelConfig(), X, Y, seed=0)
     assert model.impl == "fused"
-    tardis = build_model(ModelConfig(addressing="tardis"), X, Y, seed=0)
-    assert not fused.supports(tardis.cfg) and all(fused.supports(small(*v)) for v in FUSED_VARIANTS)
-    x = torch.randn(4, 2, X)
-    assert torch.isfinite(tardis(x).logits).all()  # tardis runs the eager loop under impl = "fused"
+    assert all(fused.supports(small(*v)) for v in FUSED_VARIANTS)
     with pytest.raises(ValueError, match="impl"):
         type(model)(ModelConfig(), X, Y, impl="compiled")
+
+
+def test_every_model_switch_value_is_on_the_allow_list_or_runs_eager():
+    """The allow-list names every value of every ModelConfig switch it covers; each value today is on it
+    (arch = "lstm" is the separate memory-less baseline, nn.LSTM's kernel, not this loop)."""
+    import typing
+
+    hints = typing.get_type_hints(ModelConfig)
+    for name, allowed in fused.FUSED_SUPPORT.items():
+        expected = set(typing.get_args(hints[name])) - ({"lstm"} if name == "arch" else set())
+        assert expected == set(allowed), name
+
+
+def test_a_variant_off_the_allow_list_runs_eager_with_the_same_result(monkeypatch):
+    """A value the fused loop does not list (here: the tardis cell, taken off) runs the eager step loop: no
+    KeyError, same numbers, and `unsupported` names the setting."""
+    cfg = small("reference", "tardis", "tardis", "gumbel")
+    model = perturbed(cfg)
+    x = torch.randn(7, B, X, dtype=torch.float64)
+    noise = gumbel_noise((7, B, cfg.n_slots), torch.Generator().manual_seed(0), cfg.gate_noise_width)
+    fused_out = model(x, noise=noise).logits
+    monkeypatch.setitem(fused.FUSED_SUPPORT, "cell", ("armin", "lstm"))
+    assert fused.unsupported(cfg) == ["cell='tardis'"] and not fused.supports(cfg)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("fused_forward called for a configuration off the allow-list")
+
+    monkeypatch.setattr(fused, "fused_forward", refuse)
+    close(model(x, noise=noise).logits, fused_out, "logits (eager under impl='fused')")
 
 
 def test_impl_is_an_execution_switch_not_an_ablation():

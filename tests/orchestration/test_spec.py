@@ -139,7 +139,7 @@ BAD = [
     ("gpu-on-cpu", lambda d: d["resources"].update(gpus=0.5), "resources.gpus: 0.5 reserved"),
     ("empty-space", lambda d: d.update(space={}), "space: nothing to search"),
     ("bad-choice", lambda d: d["space"].update({"model.cell": {"choices": ["armin", "gru"]}}),
-     "space.\"model.cell\": 'gru' is not an allowed value (choose from 'armin', 'lstm')"),
+     "space.\"model.cell\": 'gru' is not an allowed value (choose from 'armin', 'lstm', 'tardis')"),
     ("bool-as-choice", lambda d: d["space"].update({"model.eval_noise": {"choices": [0, 1]}}),
      "space.\"model.eval_noise\": 0 is not an allowed value (choose from False, True)"),
     ("unknown-param", lambda d: d["space"].update({"model.colour": {"choices": [1, 2]}}),

@@ -111,8 +111,8 @@ def test_result_records_costs_probes_and_provenance():
 
 def test_reference_temperature_schedule_is_the_codes_inverse_temperature():
     s = TemperatureSchedule(kind="reference")
-    assert s(0) == 1 / 2 and s(399) == 1 / 2 and s(400) == 1 / 3
-    assert s(19_199) == 1 / 49 and s(19_200) == 1 / 50 and s(10**6) == 1 / 50
+    assert s(0) == 1 and s(1) == 1 / 2 and s(400) == 1 / 2 and s(401) == 1 / 3  # tests/model/test_authors.py
+    assert s(19_200) == 1 / 49 and s(19_201) == 1 / 50 and s(10**6) == 1 / 50
     lin = TemperatureSchedule(kind="linear", start=2.0, end=0.5, steps=100)
     assert lin(0) == 2.0 and lin(50) == pytest.approx(1.25) and lin(100) == 0.5 and lin(500) == 0.5
     exp = TemperatureSchedule(kind="exponential", start=1.0, end=0.01, steps=100)
