@@ -4,8 +4,9 @@
 
 For every (batch, sequence length) of the grid it times, round-robin (the starting contender
 rotating every round) so that machine noise hits every contender alike:
-  armin   the model as built by `build_model` (fused path), each formulation x cell
-  eager   the same model with `impl = "eager"` (the step loop; default configuration only)
+  armin   the model as built by `build_model` (fused path), each formulation x cell, and the TARDIS
+          family (MEMORY_VARIANTS: AwTA, the authors' TARDIS, the LSTM cell with TARDIS addressing)
+  eager   the same model with `impl = "eager"` (the step loop), for ARMIN and each TARDIS-family model
   naive   `armin.model.naive.naive_armin` on the same parameters, each formulation x cell
   lstm    `torch.nn.LSTM` + linear head at the same hidden size and at 3x it
 in three modes:
@@ -36,6 +37,13 @@ from armin.model.naive import naive_armin
 INPUT_SIZE, OUTPUT_SIZE = 10, 8  # the copy task with 8-bit words
 MODES = ("train", "infer", "step")
 VARIANTS = (("reference", "armin"), ("paper", "armin"), ("reference", "lstm"), ("paper", "lstm"))
+#: The paper's other memory networks, each on the reference formulation: name -> ModelConfig overrides.
+MEMORY_VARIANTS = {"awta": {"addressing": "tardis"}, "tardis": {"addressing": "tardis", "cell": "tardis"},
+                   "lstm+tardis-addressing": {"addressing": "tardis", "cell": "lstm"}}
+TARGET_EAGER_SPEEDUP = 5.0  # issue 10: every memory variant's eager loop over its fused path, at least
+TARGET_AWTA_VS_ARMIN = 1.5  # issue 10: AwTA's fused train time over ARMIN's, at most
+TARGET_VS_LSTM = 1.5  # issue 10: ARMIN's train time over nn.LSTM(H), at most
+TARGET_VS_WIDE_LSTM_FUSED = 0.35  # issue 10: ARMIN's train time over nn.LSTM(3H), at most
 ADAM_LR = 1e-3
 LSTM_WIDE = 3  # the wide LSTM baseline's hidden size, as a multiple of ARMIN's
 TARGET_VS_WIDE_LSTM = 0.5  # ARMIN train time / nn.LSTM(3H) train time must be at most this
@@ -70,12 +78,12 @@ def armin_config(formulation: str, cell: str, hidden: int) -> ModelConfig:
 
 def make_contenders(hidden: int, device: torch.device, naive: bool = True) -> list[Contender]:
     out = []
-    for formulation, cell in VARIANTS:
-        cfg = armin_config(formulation, cell, hidden)
-        variant = f"{formulation}/{cell}"
+    configs = [(f"{f}/{c}", armin_config(f, c, hidden)) for f, c in VARIANTS]
+    configs += [(name, ModelConfig(hidden_size=hidden, **overrides)) for name, overrides in MEMORY_VARIANTS.items()]
+    for variant, cfg in configs:
         model = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
         out.append(Contender(f"armin {variant}", "armin", variant, model, _model_run(model)))
-        if (formulation, cell) == VARIANTS[0]:
+        if variant == "/".join(VARIANTS[0]) or variant in MEMORY_VARIANTS:
             eager = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
             eager.impl = "eager"
             out.append(Contender(f"eager {variant}", "eager", variant, eager, _model_run(eager)))
@@ -99,7 +107,8 @@ def _naive_run(cfg: ModelConfig, model):
     params = dict(model.named_parameters())
 
     def run(x, train, gen):  # noise only in training, as the model (eval_noise = False)
-        noise = gumbel_noise((x.shape[0], x.shape[1], cfg.n_slots), gen).to(x) if train else None
+        width = cfg.n_slots + (2 if cfg.cell == "tardis" else 0)  # the tardis cell's two gates take noise too
+        noise = gumbel_noise((x.shape[0], x.shape[1], width), gen).to(x) if train else None
         if x.device.type == "cpu":
             return naive_armin(cfg, params, x, noise=noise, temperature=1.0)[0]
         with x.device:  # naive_armin makes its zero state on the default device (a mode: slow, so not on CPU)
@@ -179,6 +188,9 @@ def add_ratios(rows: list[Row]) -> None:
         naive = by_name.get(f"naive {r.variant}")
         if naive is not None and r.kind != "naive":
             r.ratios["naive speedup"] = naive.us_per_step["train"] / t
+        eager = by_name.get(f"eager {r.variant}")
+        if eager is not None and r.kind == "armin":
+            r.ratios["eager speedup"] = eager.us_per_step["train"] / t
 
 
 # ---- reporting ----------------------------------------------------------------------------------
@@ -225,8 +237,30 @@ def targets(rows: list[Row], hidden: int) -> list[dict]:
         if naive is not None:
             t["naive_speedup"] = naive.us_per_step["train"] / armin.us_per_step["train"]
             t["naive_speedup_ok"] = t["naive_speedup"] >= TARGET_VS_NAIVE
+        t.update(fused_targets(same, armin, hidden))
         out.append(t)
     return out
+
+
+def fused_targets(same: dict[str, Row], armin: Row, hidden: int) -> dict:
+    """Issue 10's targets: every memory variant's fused path against its eager loop, AwTA against ARMIN,
+    ARMIN against nn.LSTM at H and 3H (train, forward+backward)."""
+    t: dict = {}
+    speedups = {name.removeprefix("armin "): r.ratios["eager speedup"] for name, r in same.items()
+                if r.kind == "armin" and "eager speedup" in r.ratios}
+    if speedups:
+        t["eager_speedup"] = speedups
+        t["eager_speedup_ok"] = min(speedups.values()) >= TARGET_EAGER_SPEEDUP
+    awta = same.get("armin awta")
+    if awta is not None:
+        t["awta_vs_armin"] = awta.us_per_step["train"] / armin.us_per_step["train"]
+        t["awta_vs_armin_ok"] = t["awta_vs_armin"] <= TARGET_AWTA_VS_ARMIN
+    for key, name, bound in (("vs_lstm", f"nn.LSTM H={hidden}", TARGET_VS_LSTM),
+                             ("vs_wide_lstm_fused", f"nn.LSTM H={LSTM_WIDE * hidden}", TARGET_VS_WIDE_LSTM_FUSED)):
+        if name in same:
+            t[key] = armin.us_per_step["train"] / same[name].us_per_step["train"]
+            t[f"{key}_ok"] = t[key] <= bound
+    return t
 
 
 def format_targets(ts: list[dict], hidden: int) -> str:
@@ -243,7 +277,25 @@ def format_targets(ts: list[dict], hidden: int) -> str:
             parts.append(f"{t['naive_speedup']:.1f}x faster than naive (>= {TARGET_VS_NAIVE:g}: "
                          f"{'met' if t['naive_speedup_ok'] else 'MISSED'})")
         lines.append(f"  B={t['batch']} T={t['seq_len']}: " + ", ".join(parts))
+        lines.append("    issue 10: " + format_fused_targets(t, hidden))
     return "\n".join(lines)
+
+
+def format_fused_targets(t: dict, hidden: int) -> str:
+    verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    parts = []
+    if "eager_speedup" in t:
+        shown = ", ".join(f"{name} {x:.1f}x" for name, x in t["eager_speedup"].items())
+        parts.append(f"fused over eager {shown} (each >= {TARGET_EAGER_SPEEDUP:g}: {verdict(t['eager_speedup_ok'])})")
+    if "awta_vs_armin" in t:
+        parts.append(f"AwTA {t['awta_vs_armin']:.2f}x ARMIN (<= {TARGET_AWTA_VS_ARMIN:g}: "
+                     f"{verdict(t['awta_vs_armin_ok'])})")
+    if "vs_lstm" in t:
+        parts.append(f"{t['vs_lstm']:.2f}x nn.LSTM H={hidden} (<= {TARGET_VS_LSTM:g}: {verdict(t['vs_lstm_ok'])})")
+    if "vs_wide_lstm_fused" in t:
+        parts.append(f"{t['vs_wide_lstm_fused']:.3f}x nn.LSTM H={LSTM_WIDE * hidden} (<= {TARGET_VS_WIDE_LSTM_FUSED:g}: "
+                     f"{verdict(t['vs_wide_lstm_fused_ok'])})")
+    return "; ".join(parts) or "not measured"
 
 
 def bench_model(batches: Sequence[int] = (1, 32), seq_lens: Sequence[int] = (100, 1000), *, hidden: int = 100,

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from armin.bench.model import MODES, VARIANTS
+from armin.bench.model import MEMORY_VARIANTS, MODES, VARIANTS
 from armin.cli.main import main
 
 
@@ -18,16 +18,22 @@ def test_bench_model_reports_every_contender_mode_ratio_and_target(capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     rows = {r["name"]: r for r in result["rows"]}
-    expected = ({f"armin {f}/{c}" for f, c in VARIANTS} | {f"naive {f}/{c}" for f, c in VARIANTS}
-                | {"eager reference/armin", "nn.LSTM H=8", "nn.LSTM H=24"})
+    names = [f"{f}/{c}" for f, c in VARIANTS] + list(MEMORY_VARIANTS)
+    expected = ({f"armin {v}" for v in names} | {f"naive {v}" for v in names}
+                | {f"eager {v}" for v in ["reference/armin", *MEMORY_VARIANTS]} | {"nn.LSTM H=8", "nn.LSTM H=24"})
     assert set(rows) == expected
     for r in rows.values():
         assert set(r["us_per_step"]) == set(MODES) and all(v > 0 for v in r["us_per_step"].values())
         assert r["peak_train_mib"] is not None and r["peak_train_mib"] > 0
     fast = rows["armin reference/armin"]["ratios"]
-    assert set(fast) == {"vs nn.LSTM H=8", "vs nn.LSTM H=24", "naive speedup"}
+    assert set(fast) == {"vs nn.LSTM H=8", "vs nn.LSTM H=24", "naive speedup", "eager speedup"}
     (target,) = result["targets"]
     assert {"train_vs_wide_lstm", "naive_speedup", "peak_below_wide_lstm"} <= set(target)
+    # issue 10's targets: each fused memory variant against its own eager loop, AwTA vs ARMIN, ARMIN vs the LSTMs
+    assert set(target["eager_speedup"]) == {"reference/armin", *MEMORY_VARIANTS}
+    ratio = rows["eager awta"]["us_per_step"]["train"] / rows["armin awta"]["us_per_step"]["train"]
+    assert abs(target["eager_speedup"]["awta"] - ratio) < 1e-9
+    assert {"awta_vs_armin", "vs_lstm", "vs_wide_lstm_fused"} <= set(target)
     assert result["environment"]["threads"] == 1
 
 
