@@ -264,38 +264,34 @@ def fused_targets(same: dict[str, Row], armin: Row, hidden: int) -> dict:
 
 
 def format_targets(ts: list[dict], hidden: int) -> str:
+    """Each (batch, seq_len): the older targets' line, then issue 10's, each value with its bound and verdict."""
+    wide = f"nn.LSTM H={LSTM_WIDE * hidden}"
+    older = [("train_vs_wide_lstm", lambda t: f"{t['train_vs_wide_lstm']:.3f}x {wide}", f"<= {TARGET_VS_WIDE_LSTM}"),
+             ("peak_below_wide_lstm", lambda t: "peak memory below it", None),
+             ("naive_speedup", lambda t: f"{t['naive_speedup']:.1f}x faster than naive", f">= {TARGET_VS_NAIVE:g}")]
+    fused = [("eager_speedup", lambda t: "fused over eager " + ", ".join(
+                 f"{name} {x:.1f}x" for name, x in t["eager_speedup"].items()), f"each >= {TARGET_EAGER_SPEEDUP:g}"),
+             ("awta_vs_armin", lambda t: f"AwTA {t['awta_vs_armin']:.2f}x ARMIN", f"<= {TARGET_AWTA_VS_ARMIN:g}"),
+             ("vs_lstm", lambda t: f"{t['vs_lstm']:.2f}x nn.LSTM H={hidden}", f"<= {TARGET_VS_LSTM:g}"),
+             ("vs_wide_lstm_fused", lambda t: f"{t['vs_wide_lstm_fused']:.3f}x {wide}",
+              f"<= {TARGET_VS_WIDE_LSTM_FUSED:g}")]
     lines = [f"targets (armin {VARIANTS[0][0]}/{VARIANTS[0][1]}, H={hidden}, train = forward+backward; "
              f"issue 6 sets them for B=32 T=100, other cells are for information):"]
     for t in ts:
-        parts = []
-        if "train_vs_wide_lstm" in t:
-            parts.append(f"{t['train_vs_wide_lstm']:.3f}x nn.LSTM H={LSTM_WIDE * hidden} (<= {TARGET_VS_WIDE_LSTM}: "
-                         f"{'met' if t['train_vs_wide_lstm_ok'] else 'MISSED'})")
-        if "peak_below_wide_lstm" in t:
-            parts.append(f"peak memory below it: {'met' if t['peak_below_wide_lstm'] else 'MISSED'}")
-        if "naive_speedup" in t:
-            parts.append(f"{t['naive_speedup']:.1f}x faster than naive (>= {TARGET_VS_NAIVE:g}: "
-                         f"{'met' if t['naive_speedup_ok'] else 'MISSED'})")
-        lines.append(f"  B={t['batch']} T={t['seq_len']}: " + ", ".join(parts))
-        lines.append("    issue 10: " + format_fused_targets(t, hidden))
+        lines.append(f"  B={t['batch']} T={t['seq_len']}: " + ", ".join(_verdicts(t, older)))
+        lines.append("    issue 10: " + ("; ".join(_verdicts(t, fused)) or "not measured"))
     return "\n".join(lines)
 
 
-def format_fused_targets(t: dict, hidden: int) -> str:
-    verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
-    parts = []
-    if "eager_speedup" in t:
-        shown = ", ".join(f"{name} {x:.1f}x" for name, x in t["eager_speedup"].items())
-        parts.append(f"fused over eager {shown} (each >= {TARGET_EAGER_SPEEDUP:g}: {verdict(t['eager_speedup_ok'])})")
-    if "awta_vs_armin" in t:
-        parts.append(f"AwTA {t['awta_vs_armin']:.2f}x ARMIN (<= {TARGET_AWTA_VS_ARMIN:g}: "
-                     f"{verdict(t['awta_vs_armin_ok'])})")
-    if "vs_lstm" in t:
-        parts.append(f"{t['vs_lstm']:.2f}x nn.LSTM H={hidden} (<= {TARGET_VS_LSTM:g}: {verdict(t['vs_lstm_ok'])})")
-    if "vs_wide_lstm_fused" in t:
-        parts.append(f"{t['vs_wide_lstm_fused']:.3f}x nn.LSTM H={LSTM_WIDE * hidden} (<= {TARGET_VS_WIDE_LSTM_FUSED:g}: "
-                     f"{verdict(t['vs_wide_lstm_fused_ok'])})")
-    return "; ".join(parts) or "not measured"
+def _verdicts(t: dict, items) -> list[str]:
+    """`value (bound: met|MISSED)` for each target `t` has; a boolean target (no bound) is its own verdict."""
+    out = []
+    for key, text, bound in items:
+        if key in t:
+            ok = t[key] if bound is None else t[f"{key}_ok"]
+            out.append(f"{text(t)}{'' if bound is None else ' (' + bound}{':' if bound is None else ':'} "
+                       f"{'met' if ok else 'MISSED'}{'' if bound is None else ')'}")
+    return out
 
 
 def bench_model(batches: Sequence[int] = (1, 32), seq_lens: Sequence[int] = (100, 1000), *, hidden: int = 100,
