@@ -25,6 +25,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -332,20 +333,27 @@ def run_chaos(rounds: int, *, nodes: int = 2, steps: int = 300, seed: int = 0, p
     checked, and the next kind starts), then the last study finished; returns the tally."""
     ray_tmp = tempfile.mkdtemp(prefix="ac", dir="/tmp")  # short: Ray's socket paths live under it
     os.environ["RAY_TMPDIR"] = ray_tmp  # our cluster's files (and the address file Cluster.shutdown deletes)
-    with tempfile.TemporaryDirectory() as work:
-        chaos = Chaos(Path(work), nodes=nodes, steps=steps, seed=seed, log=log)
-        try:
-            in_study = 0
-            while chaos.tally.rounds < rounds:
-                before = chaos.tally.rounds
-                chaos.round()
-                in_study = 0 if chaos.study is None else in_study + chaos.tally.rounds - before
-                if in_study >= per_study:
-                    chaos.finish()
-                    in_study = 0
-            chaos.finish()
-        finally:
-            chaos.close()
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            return _rounds(Path(work), rounds, nodes=nodes, steps=steps, seed=seed, per_study=per_study, log=log)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _rounds(work: Path, rounds: int, *, nodes: int, steps: int, seed: int, per_study: int, log) -> Tally:
+    chaos = Chaos(work, nodes=nodes, steps=steps, seed=seed, log=log)
+    try:
+        in_study = 0
+        while chaos.tally.rounds < rounds:
+            before = chaos.tally.rounds
+            chaos.round()
+            in_study = 0 if chaos.study is None else in_study + chaos.tally.rounds - before
+            if in_study >= per_study:
+                chaos.finish()
+                in_study = 0
+        chaos.finish()
+    finally:
+        chaos.close()
     return chaos.tally
 
 
