@@ -25,6 +25,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -312,7 +313,7 @@ class Chaos:
             time.sleep(0.5)
             self.check(driver_exited=False, finished=False)
 
-    def finish(self, timeout: float = 600) -> None:
+    def finish(self, timeout: float = 240) -> None:
         """Let the current study run to the end without kills, and check it."""
         if self.study is None:
             return
@@ -321,8 +322,15 @@ class Chaos:
             self.resume()
         deadline = time.monotonic() + timeout
         while not self.driver_done():
-            if time.monotonic() > deadline:
-                raise RuntimeError("the last study did not finish within the timeout")
+            if time.monotonic() > deadline:  # a hang is a violation too; the driver goes, the tally stays
+                os.killpg(self.driver.pid, signal.SIGKILL)
+                self.driver.wait()
+                self.driver = None
+                found = f"{self.study[0]}: did not finish within {timeout:g} s without kills (a hang)"
+                self.tally.violations.append(found)
+                self.log(f"  VIOLATION {found}")
+                self.study = None
+                return
             time.sleep(0.5)
 
 
@@ -332,20 +340,34 @@ def run_chaos(rounds: int, *, nodes: int = 2, steps: int = 300, seed: int = 0, p
     checked, and the next kind starts), then the last study finished; returns the tally."""
     ray_tmp = tempfile.mkdtemp(prefix="ac", dir="/tmp")  # short: Ray's socket paths live under it
     os.environ["RAY_TMPDIR"] = ray_tmp  # our cluster's files (and the address file Cluster.shutdown deletes)
-    with tempfile.TemporaryDirectory() as work:
-        chaos = Chaos(Path(work), nodes=nodes, steps=steps, seed=seed, log=log)
-        try:
-            in_study = 0
-            while chaos.tally.rounds < rounds:
-                before = chaos.tally.rounds
-                chaos.round()
-                in_study = 0 if chaos.study is None else in_study + chaos.tally.rounds - before
-                if in_study >= per_study:
-                    chaos.finish()
-                    in_study = 0
-            chaos.finish()
-        finally:
-            chaos.close()
+    # A worker SIGKILLed while torch's extension loader holds its build-directory lock leaves the lock
+    # behind, and every later load on the machine waits for it forever: our kills get their own
+    # extension directory (built once here, before any kill), never the machine's shared one.
+    os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(ray_tmp, "torch_ext")
+    from armin.model import extension
+
+    extension.load()
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            return _rounds(Path(work), rounds, nodes=nodes, steps=steps, seed=seed, per_study=per_study, log=log)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _rounds(work: Path, rounds: int, *, nodes: int, steps: int, seed: int, per_study: int, log) -> Tally:
+    chaos = Chaos(work, nodes=nodes, steps=steps, seed=seed, log=log)
+    try:
+        in_study = 0
+        while chaos.tally.rounds < rounds:
+            before = chaos.tally.rounds
+            chaos.round()
+            in_study = 0 if chaos.study is None else in_study + chaos.tally.rounds - before
+            if in_study >= per_study:
+                chaos.finish()
+                in_study = 0
+        chaos.finish()
+    finally:
+        chaos.close()
     return chaos.tally
 
 

@@ -25,7 +25,7 @@ from spec_files import write
 from test_ablation import TINY as TINY_ABLATION
 from test_study import TINY as TINY_SEARCH
 
-from armin.bench.chaos import TRIAL_TITLE, snapshot, violations
+from armin.bench.chaos import TRIAL_TITLE, children, snapshot, violations
 
 RAY = str(Path(sys.executable).parent / "ray")
 ARMIN = [sys.executable, "-m", "armin.cli.main"]
@@ -39,6 +39,8 @@ def free_port() -> int:
 
 
 def group_pids(pgid: int) -> list[int]:
+    """The node's processes: its process group (ray start, raylet, ...) and all their descendants
+    (Ray's worker processes leave the group)."""
     out = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -47,6 +49,12 @@ def group_pids(pgid: int) -> list[int]:
                     out.append(int(entry))
             except OSError:
                 pass
+    todo = list(out)
+    while todo:
+        for child in children(todo.pop()):
+            if child not in out:
+                out.append(child)
+                todo.append(child)
     return out
 
 
@@ -90,8 +98,10 @@ def two_nodes():
         status = lambda: subprocess.run([RAY, "status", "--address", address], env=env,  # noqa: E731
                                         capture_output=True, text=True).stdout
         wait_for(lambda: "Active" in status(), 120, "the head")
-        nodes = [ray_start("--address", address, "--num-cpus", "1") for _ in range(2)]
-        wait_for(lambda: "/2.0 CPU" in status(), 120, "two worker nodes")
+        nodes = []
+        for n in (1, 2):  # one at a time: two nodes starting at once on one host collide
+            nodes.append(ray_start("--address", address, "--num-cpus", "1"))
+            wait_for(lambda: f"/{n}.0 CPU" in status(), 120, f"worker node {n}")
         yield address, env, nodes
     finally:
         for p in reversed(started):
@@ -114,7 +124,11 @@ def test_a_node_killed_mid_study_and_the_study_completes_exactly_once(two_nodes,
     command = "ablation" if kind == "ablation" else "study"
     driver = subprocess.Popen([*ARMIN, command, "run", str(spec), "--db", str(db_path), "--address", address,
                                "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    victim = wait_for(lambda: next((n for n in nodes if runs_a_trial(n)), None), 240, "a trial on a node")
+    def busy_node():
+        assert driver.poll() is None, driver.communicate()[1]
+        return next((n for n in nodes if runs_a_trial(n)), None)
+
+    victim = wait_for(busy_node, 240, "a trial on a node")
     time.sleep(1)
     for pid in group_pids(victim.pid):  # the node dies: raylet, its workers, everything in its group
         os.kill(pid, signal.SIGKILL)
