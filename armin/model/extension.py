@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import shutil
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -40,6 +41,7 @@ def load() -> ModuleType | None:
         from torch.utils import cpp_extension
 
         _find_ninja()
+        _clear_stale_lock(Path(cpp_extension._get_build_directory(NAME, False)) / "lock")
         _module = cpp_extension.load(name=NAME, sources=[str(SOURCE)], extra_cflags=compile_flags(),
                                      extra_ldflags=["-fopenmp"], verbose=False)
         _status = "built" + ("" if _module.have_simd() else ", scalar exp/tanh") + (
@@ -48,6 +50,25 @@ def load() -> ModuleType | None:
         _status = f"unavailable ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''})"
         log.warning("armin: fused C++ loop %s; using the Python loop", _status)
     return _module
+
+
+STALE_LOCK_S = 300  # no build takes this long (about 40 s on 2 cores); an older lock's holder is gone
+
+
+def _clear_stale_lock(lock: Path) -> None:
+    """Remove torch's build lock if it is older than any build takes.
+
+    torch's loader takes `lock` in the build directory on every load and waits for ever while it
+    exists; a worker killed while holding it (a chaos kill, an OOM kill) left every later trial on
+    the machine hanging. A lock this old has no live build behind it.
+    """
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_S:
+        log.warning("armin: removing a stale build lock %s (%.0f s old: its holder died)", lock, age)
+        lock.unlink(missing_ok=True)
 
 
 def _find_ninja() -> None:
