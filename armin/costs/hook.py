@@ -91,17 +91,22 @@ def after_trials(driver: Any) -> None:
     res = driver.plan.resources
     task = ray.remote(_profile).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0)
     try:
-        profile = _get(driver, [task.remote(runs, max(1, int(res.cpus)))])[0]
+        profile = _get(driver, [task.remote(runs, max(1, int(res.cpus)), res.memory_gb, res.cpus)])[0]
     except (ray.exceptions.RayError, ConnectionError) as e:
         _say(f"armin: warning: the cost profile failed ({_first_line(e)}); the report has no cost profile")
         return
     save_profile(driver.db, driver.study_id, profile)
 
 
-def _profile(runs: dict[str, dict], threads: int) -> Profile:
-    """The Ray task: runs arrive as mappings (plain data across the process boundary)."""
-    return profile_arms({arm: from_mapping(RunConfig, m, f"profile {arm}") for arm, m in runs.items()},
-                        Settings(threads=threads))
+def _profile(runs: dict[str, dict], threads: int, memory_gb: float | None, cpus: float) -> Profile:
+    """The Ray task: runs arrive as mappings (plain data across the process boundary). It runs under a
+    trial's memory bound, as the trials did, so a configuration that cannot fit fails here too instead
+    of swapping the node."""
+    from armin.orchestration.memory import bounded, trial_bound  # orchestration imports this module
+
+    with bounded(trial_bound(memory_gb, cpus)):
+        return profile_arms({arm: from_mapping(RunConfig, m, f"profile {arm}") for arm, m in runs.items()},
+                            Settings(threads=threads))
 
 
 def profiled_runs(plan: Any, rows: list[Trial]) -> dict[str, dict]:
@@ -111,7 +116,12 @@ def profiled_runs(plan: Any, rows: list[Trial]) -> dict[str, dict]:
         from armin.orchestration.ablation_spec import build_arm_run  # orchestration imports this module
 
         spec = plan.spec
-        return {a.name: to_mapping(build_arm_run(spec, a, spec.seeds[0])) for a in spec.arms}
+        trained = {row.arm for row in rows if row.state.counts_as_result()}
+        skipped = [a.name for a in spec.arms if a.name not in trained]
+        if skipped:  # e.g. every run of an arm failed on its own out-of-memory: profiling it would too
+            _say(f"armin: the cost profile leaves out {', '.join(map(repr, skipped))}: no run of "
+                 f"{'it' if len(skipped) == 1 else 'them'} has a result")
+        return {a.name: to_mapping(build_arm_run(spec, a, spec.seeds[0])) for a in spec.arms if a.name in trained}
     values: dict[int, list[float]] = {}
     config: dict[int, dict] = {}
     for row in rows:

@@ -78,17 +78,21 @@ def test_upgrade_keeps_every_row_adds_the_new_schema_and_keeps_a_backup(old):
     assert upgrade(old).backup is None  # a second upgrade has nothing to do
 
 
-def test_an_upgraded_study_grows_as_version_2_and_reports(ray_cluster, old, tmp_path):
+def test_an_upgraded_study_grows_as_a_forced_version_2_and_reports(ray_cluster, old, tmp_path):
     upgrade(old)
     grown = (ASSETS / "schema_v1_ablation.toml").read_text().replace("seeds = [11, 12]", "seeds = [11, 12, 13]")
     spec = tmp_path / "grown.toml"
     spec.write_text(grown)
-    p = subprocess.run([*ARMIN, "ablation", "run", str(spec), "--db", str(old), "--address", ray_cluster, "--quiet"],
-                       capture_output=True, text=True, timeout=300)
+    run = [*ARMIN, "ablation", "run", str(spec), "--db", str(old), "--address", ray_cluster, "--quiet"]
+    # this armin's model has a field the old one had not (address_state): the contract differs, and says how
+    p = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "model.address_state: (none) -> 'c'" in p.stderr, p.stderr
+    p = subprocess.run([*run, "--force"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     with Database.open(old, readonly=True) as db, db.session() as s:
         study = Study.find_or_raise_by_name(s, "old-ablation")
-        assert [(v.version, v.forced) for v in study.spec_versions] == [(1, False), (2, False)]
+        assert [(v.version, v.forced) for v in study.spec_versions] == [(1, False), (2, True)]
+        assert "model.address_state: (none) -> 'c'" in study.spec_versions[1].changes
         assert sorted((t.seed, t.spec_version) for t in study.trials) == \
             [(11, 1), (11, 1), (12, 1), (12, 1), (13, 2), (13, 2)]  # the old runs kept, only the new seed run
     out = tmp_path / "report"
