@@ -24,3 +24,10 @@ def _one_thread(monkeypatch):
     # Trials and the test process share 2 cores: oversubscribed BLAS threads slow everything down.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(autouse=True)
+def _short_cost_profiles(monkeypatch):
+    # Every study ends with its cost profile (armin.costs.hook): the real path, on a tiny budget like the
+    # trials' (3 rounds instead of 40). Tests of the profile's own figures call `profile_arms` directly.
+    monkeypatch.setenv("ARMIN_PROFILE_ROUNDS", "3")

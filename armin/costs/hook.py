@@ -17,7 +17,7 @@ import ray
 
 from armin.config import from_mapping, to_mapping
 from armin.costs.profile import Profile, profile_arms
-from armin.costs.settings import Settings
+from armin.costs.settings import Settings, driver_rounds
 from armin.costs.store import save_profile
 from armin.costs.warm import cached, prepare
 from armin.storage import CostProfile, Trial, TrialState
@@ -86,19 +86,20 @@ def after_trials(driver: Any) -> None:
         has = s.query(CostProfile.id).filter_by(study_id=driver.study_id).first() is not None
         rows = s.query(Trial).filter_by(study_id=driver.study_id).all()
         runs = profiled_runs(driver.plan, rows)
-    if (has and driver.progress.done == driver.progress.done_at_start) or not runs:
+    rounds = driver_rounds()
+    if (has and driver.progress.done == driver.progress.done_at_start) or not runs or rounds == 0:
         return
     res = driver.plan.resources
     task = ray.remote(_profile).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0)
     try:
-        profile = _get(driver, [task.remote(runs, max(1, int(res.cpus)), res.memory_gb, res.cpus)])[0]
+        profile = _get(driver, [task.remote(runs, rounds, max(1, int(res.cpus)), res.memory_gb, res.cpus)])[0]
     except (ray.exceptions.RayError, ConnectionError) as e:
         _say(f"armin: warning: the cost profile failed ({_first_line(e)}); the report has no cost profile")
         return
     save_profile(driver.db, driver.study_id, profile)
 
 
-def _profile(runs: dict[str, dict], threads: int, memory_gb: float | None, cpus: float) -> Profile:
+def _profile(runs: dict[str, dict], rounds: int, threads: int, memory_gb: float | None, cpus: float) -> Profile:
     """The Ray task: runs arrive as mappings (plain data across the process boundary). It runs under a
     trial's memory bound, as the trials did, so a configuration that cannot fit fails here too instead
     of swapping the node."""
@@ -106,7 +107,7 @@ def _profile(runs: dict[str, dict], threads: int, memory_gb: float | None, cpus:
 
     with bounded(trial_bound(memory_gb, cpus)):
         return profile_arms({arm: from_mapping(RunConfig, m, f"profile {arm}") for arm, m in runs.items()},
-                            Settings(threads=threads))
+                            Settings(rounds=rounds, threads=threads))
 
 
 def profiled_runs(plan: Any, rows: list[Trial]) -> dict[str, dict]:

@@ -34,6 +34,7 @@ import ray
 
 from armin.config import changed_paths, summarize_changes, to_mapping
 from armin.costs import hook as cost_hook
+from armin.costs.settings import driver_rounds
 from armin.errors import ArminError
 from armin.orchestration import cluster
 from armin.orchestration.failures import unfinished
@@ -368,6 +369,7 @@ class Driver:
         The study's lease is taken before anything is written (a second live driver is refused with
         `StudyBusy`, touching nothing) and released however the run ends.
         """
+        driver_rounds()  # a malformed $ARMIN_PROFILE_ROUNDS is one line now, not after every trial ran
         with self.db.session() as s:  # a refusal writes nothing, not even the lease
             self.check_study(s.query(Study).filter_by(name=self.plan.name).one_or_none())
         self.db.check_new_study_name(self.plan.name)  # Optuna's load_if_exists would join a foreign study

@@ -89,3 +89,26 @@ def test_a_schema_1_file_is_refused_in_one_line_saying_what_to_do_and_left_untou
     with pytest.raises(QueryError, match="older armin"):
         cost_profile(old, "old-study")
     assert _digest(old) == before  # not migrated, not touched
+
+
+def test_the_drivers_profile_rounds_come_from_the_environment_and_a_bad_value_is_one_line(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from armin.costs.settings import ROUNDS, ROUNDS_ENV, driver_rounds
+
+    monkeypatch.delenv(ROUNDS_ENV)
+    assert driver_rounds() == ROUNDS
+    monkeypatch.setenv(ROUNDS_ENV, "0")
+    assert driver_rounds() == 0
+    monkeypatch.setenv(ROUNDS_ENV, "many")
+    spec = Path(__file__).parents[2] / "ablations" / "copy_quick.toml"
+    p = subprocess.run([sys.executable, "-m", "armin.cli.main", "ablation", "run", str(spec), "--db",
+                        str(tmp_path / "a.db"), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and ROUNDS_ENV in p.stderr, p.stderr
+    if (tmp_path / "a.db").exists():  # refused before the lease: no study row, no trial
+        import sqlite3
+
+        con = sqlite3.connect(tmp_path / "a.db")
+        assert con.execute("SELECT COUNT(*) FROM armin_studies").fetchone() == (0,)
+        con.close()
