@@ -27,7 +27,6 @@ import random
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from armin.storage.db import connect_readonly, copy_database
 
 KINDS = ("worker", "node", "driver")
 RESULT_STATES = ("COMPLETE", "PRUNED", "DIVERGED")
@@ -102,19 +103,7 @@ class Tally:
     checks: int = 0
 
 
-# ---- the database: one snapshot, every reading -------------------------------------------------
-def snapshot(db: Path, into: Path) -> Path:
-    """A consistent copy: SQLite's backup reads the whole file inside one read transaction."""
-    src = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    dst = sqlite3.connect(into)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
-    return into
-
-
+# ---- the database: one snapshot (copy_database), every reading -------------------------------------------------
 def violations(db: Path, name: str, *, driver_exited: bool, finished: bool, total: int) -> list[str]:
     """The invariants of one study on one snapshot; each violation is one line naming the study."""
     from armin.reporting.data import load_study
@@ -122,7 +111,7 @@ def violations(db: Path, name: str, *, driver_exited: bool, finished: bool, tota
     from armin.storage import Database
 
     found: list[str] = []
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    con = connect_readonly(db)
     try:
         (study_id, status, kind), = con.execute("SELECT id, status, kind FROM armin_studies WHERE name = ?", (name,))
         rows = con.execute("SELECT config_id, seed, state, optuna_trial_id FROM armin_trials WHERE study_id = ?",
@@ -244,7 +233,7 @@ class Chaos:
     def check(self, *, driver_exited: bool, finished: bool) -> None:
         name, _, total = self.study
         with tempfile.TemporaryDirectory() as tmp:
-            snap = snapshot(self.db, Path(tmp) / "snap.db")
+            snap = copy_database(self.db, Path(tmp) / "snap.db")
             found = violations(snap, name, driver_exited=driver_exited, finished=finished, total=total)
         self.tally.checks += 1
         self.tally.violations += found

@@ -31,7 +31,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from armin.errors import ArminError
 from armin.storage.models import SCHEMA_VERSION, SCHEMA_VERSION_KEY, Base, Meta, utcnow
 
-__all__ = ["BUSY_TIMEOUT_MS", "Database", "StorageError", "check_armin_schema", "connect_readonly", "utcnow"]
+__all__ = ["BUSY_TIMEOUT_MS", "Database", "StorageError", "check_armin_schema", "connect_readonly", "copy_database",
+           "utcnow"]
 
 BUSY_TIMEOUT_MS = 30_000  # how long a connection waits for another's lock before "database is locked"
 
@@ -159,6 +160,24 @@ def connect_readonly(path: str | Path) -> sqlite3.Connection:
                                check_same_thread=False)  # SQLAlchemy's pool may close it from another thread
     except sqlite3.Error as e:
         raise StorageError(f"cannot open database {path}: {_one_line(e)}") from e
+
+
+def copy_database(path: str | Path, target: str | Path) -> Path:
+    """A consistent copy of the database at `path` (WAL included) into the new file `target`.
+
+    SQLite's backup API reads the whole source inside one read transaction, through the one read-only
+    open, so a live driver's writes are either all in the copy or not at all.
+    """
+    src = connect_readonly(path)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    return Path(target)
 
 
 def check_armin_schema(con: sqlite3.Connection, path: Path) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import URL
 from sqlalchemy.schema import CreateTable
 
-from armin.storage.db import BUSY_TIMEOUT_MS, StorageError, connect_readonly
+from armin.storage.db import BUSY_TIMEOUT_MS, StorageError, connect_readonly, copy_database
 from armin.storage.models import SCHEMA_VERSION, SCHEMA_VERSION_KEY, Base, Meta
 
 #: The oldest schema version `upgrade` knows how to bring forward.
@@ -149,11 +149,4 @@ def _backup(path: Path, version: int) -> Path:
     n = 1
     while target.exists():
         target, n = path.with_name(f"{path.name}.schema-{version}.{n}.bak"), n + 1
-    src = connect_readonly(path)
-    dst = sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
-    return target
+    return copy_database(path, target)
