@@ -161,7 +161,7 @@ class Driver:
                 row.spec_text, row.spec_json, row.spec_hash = self.spec_text, spec_json, digest
                 self.spec_version = self.add_spec_version(row, forced=forced, changes=changes)
             else:
-                self.spec_version = max((v.version for v in row.spec_versions), default=1)
+                self.spec_version = row.spec_versions[-1].version  # ordered by version; never empty here
             row.status, row.updated_at = "running", utcnow()
             s.flush()
             return row.id
