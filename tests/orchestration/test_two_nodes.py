@@ -25,7 +25,8 @@ from spec_files import write
 from test_ablation import TINY as TINY_ABLATION
 from test_study import TINY as TINY_SEARCH
 
-from armin.bench.chaos import TRIAL_TITLE, children, snapshot, violations
+from armin.bench.chaos import TRIAL_TITLE, children, violations
+from armin.storage.db import copy_database
 
 RAY = str(Path(sys.executable).parent / "ray")
 ARMIN = [sys.executable, "-m", "armin.cli.main"]
@@ -135,7 +136,7 @@ def test_a_node_killed_mid_study_and_the_study_completes_exactly_once(two_nodes,
     _, err = driver.communicate(timeout=420)
     assert driver.returncode == 0, err
 
-    snap = snapshot(db_path, tmp_path / "snap.db")
+    snap = copy_database(db_path, tmp_path / "snap.db")
     assert violations(snap, "two", driver_exited=True, finished=True, total=total) == []
     con = sqlite3.connect(snap)
     lost = con.execute("SELECT id, failure_reason FROM armin_trials WHERE state = 'LOST'").fetchall()
