@@ -9,8 +9,18 @@ import hashlib
 
 import torch
 
-#: Named streams drawn from the run seed.
-DATA, INIT, GUMBEL = "data", "init", "gumbel"
+# The stream names: each derived seed is named here once, so no two consumers share a stream by a typo
+# and a renamed stream (which would change every derived seed) is one visible edit. Changing a value
+# changes results: they are part of what "same seed, same run" means.
+DATA = "data"  # training batches (run seed): identical for every arm of a seed
+INIT = "init"  # initial weights (run seed, then the parameter's name)
+GUMBEL = "gumbel"  # training-time Gumbel noise (run seed)
+EVAL = "eval"  # the evaluation set (train.eval_seed): seed-free, one set for every run
+EVAL_GUMBEL = "eval_gumbel"  # evaluation-time Gumbel noise (run seed)
+TRIAL = "trial"  # a search trial's run seed (spec seed, configuration, replicate)
+REPLICATE = "replicate"  # an ablation replicate's run seed (spec seed, replicate)
+RESUME = "resume"  # a resumed search's sampler seed (sampler seed, trials so far)
+COST_PROFILE = "cost_profile"  # the cost profile's data and Gumbel streams (run seed, round, DATA | GUMBEL)
 
 
 def derive_seed(seed: int, *names: object) -> int:

@@ -31,10 +31,10 @@ import torch
 
 from armin.config import to_mapping
 from armin.costs.measure import count_flops, peak_tensor_bytes, sync
-from armin.costs.settings import STREAM, Settings
+from armin.costs.settings import Settings
 from armin.costs.warm import prepare
 from armin.model import count_parameters
-from armin.seeding import derive_seed
+from armin.seeding import COST_PROFILE, DATA, GUMBEL, derive_seed
 from armin.tasks import build_task
 from armin.training.config import RunConfig
 from armin.training.trainer import allocate_model, make_optimizer, training_step, usable_device
@@ -83,8 +83,8 @@ class _Arm:
 
     def streams(self, r: int) -> tuple[torch.Generator, torch.Generator]:
         seed = self.run.seed
-        return (torch.Generator().manual_seed(derive_seed(seed, STREAM, r, "data")),
-                torch.Generator().manual_seed(derive_seed(seed, STREAM, r, "gumbel")))
+        return (torch.Generator().manual_seed(derive_seed(seed, COST_PROFILE, r, DATA)),
+                torch.Generator().manual_seed(derive_seed(seed, COST_PROFILE, r, GUMBEL)))
 
     def step(self, k: int, data: torch.Generator, gumbel: torch.Generator):
         self.model.train()

@@ -10,7 +10,6 @@ from armin.errors import ConfigError
 ROUNDS = 40  # timed rounds: enough pairs for 'same speed' (the seed guard needs 11-17 for 1-8 arms at alpha 0.05)
 WARMUP_ROUNDS = 2  # untimed rounds first
 STEPS_PER_ROUND = 15  # training steps (and inference batches) per arm per round; their median is the sample
-STREAM = "cost_profile"  # the data and Gumbel streams of round r: derive_seed(run seed, STREAM, r, ...)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from armin.seeding import generator
+from armin.seeding import INIT, generator
 
 
 def orthogonal(shape: tuple[int, int], gen: torch.Generator) -> Tensor:
@@ -26,7 +26,7 @@ def initialize(model: nn.Module, seed: int) -> None:
     overrides = getattr(model, "init_overrides", {})  # where one variant's authors init differently
     with torch.no_grad():
         for name, p in model.named_parameters():
-            g = generator(seed, "init", name)
+            g = generator(seed, INIT, name)
             leaf = name.rsplit(".", 1)[-1]
             kind = overrides.get(name)
             if kind == "zeros" or (kind is None and leaf in ("bias", "memory_init")):  # incl. hmem_bias (§4.1)

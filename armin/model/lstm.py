@@ -7,11 +7,24 @@ PyTorch's fused LSTM kernel (cuDNN on GPU), which computes the same function.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
 from armin.model.armin import ModelOutput
 from armin.model.config import ModelConfig
+
+
+class LSTMState(NamedTuple):
+    """The carried (h, c), each (B, H); `.detach()` like ARMIN's `RecurrentState`, so the trainer needs no
+    per-model case to cut the graph between truncated-BPTT segments."""
+
+    h: Tensor
+    c: Tensor
+
+    def detach(self) -> LSTMState:
+        return LSTMState(self.h.detach(), self.c.detach())
 
 
 class LSTMBaseline(nn.Module):
@@ -32,7 +45,7 @@ class LSTMBaseline(nn.Module):
         b = torch.cat([bi, bf + self.cfg.forget_bias, bj, bo], 0)
         return [w[:, :X], w[:, X:], b, torch.zeros_like(b)]
 
-    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, *, temperature: float = 1.0,
+    def forward(self, x: Tensor, state: LSTMState | None = None, *, temperature: float = 1.0,
                 generator: torch.Generator | None = None, noise: Tensor | None = None,
                 trace: bool = False) -> ModelOutput:
         """Same signature as `ARMIN.forward`; temperature, generator and noise are unused."""
@@ -43,4 +56,4 @@ class LSTMBaseline(nn.Module):
         else:
             state = (state[0].unsqueeze(0), state[1].unsqueeze(0))
         hs, h, c = torch.lstm(x, state, self.fused_weights(), True, 1, 0.0, self.training, False, False)
-        return ModelOutput(self.head(hs), (h[0], c[0]), None)
+        return ModelOutput(self.head(hs), LSTMState(h[0], c[0]), None)

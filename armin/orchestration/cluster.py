@@ -17,6 +17,7 @@ modes differ, and queues a trial the cluster can never place forever. Here:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import signal
@@ -29,6 +30,7 @@ from contextlib import contextmanager, nullcontext
 from armin.errors import ArminError
 
 CONNECT_TIMEOUT_S = 10.0  # a TCP connection to the address, then about as long for Ray's own retries
+CONNECT_TIMEOUT_ENV = "ARMIN_CONNECT_TIMEOUT_S"  # overrides it: a slow network, or a test that need not wait
 TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"  # logs the token notice
 AUTH_HINT = ("if the cluster was started by `ray start --head` (token authentication by default in Ray 2.60), set "
              "RAY_AUTH_MODE=token here with the cluster's token in ~/.ray/auth_token or $RAY_AUTH_TOKEN, or start "
@@ -38,6 +40,20 @@ _HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(?P<port
 
 class ClusterError(ArminError):
     """The Ray cluster cannot be reached or cannot run this study's trials."""
+
+
+def connect_timeout_s() -> float:
+    """The connect timeout: $ARMIN_CONNECT_TIMEOUT_S if set (a positive number of seconds), else the default."""
+    raw = os.environ.get(CONNECT_TIMEOUT_ENV)
+    if raw is None:
+        return CONNECT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ClusterError(f"${CONNECT_TIMEOUT_ENV}: expected a positive number of seconds, got {raw!r}")
+    return value
 
 
 def resolve_address(address: str | None) -> tuple[str, str | None, tuple[str, int] | None]:
@@ -61,7 +77,7 @@ def resolve_address(address: str | None) -> tuple[str, str | None, tuple[str, in
     return f"{source} {text}", text, (m["host"].strip("[]"), int(m["port"]))
 
 
-def probe(where: str, host: str, port: int, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+def probe(where: str, host: str, port: int, timeout_s: float) -> None:
     """A plain TCP connection: refused or silent within the timeout is one line, not a Ray hang."""
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
@@ -98,15 +114,16 @@ def _captured_stderr() -> Iterator[list[str]]:
             out.append(f.read().decode(errors="replace"))
 
 
-# Ray's connect retries, bounded (the user's own settings win): each attempt waits at most
-# CONNECT_TIMEOUT_S for the GCS, and two attempts are made, instead of minutes.
-JOIN_TIMEOUTS = {"RAY_py_gcs_connect_timeout_s": str(int(CONNECT_TIMEOUT_S)),
-                 "RAY_gcs_rpc_server_connect_timeout_s": str(int(CONNECT_TIMEOUT_S / 2)),
-                 "RAY_gcs_server_port_wait_time_s": "2"}
+def join_timeouts(timeout_s: float) -> dict[str, str]:
+    """Ray's connect retries, bounded (the user's own settings win): each attempt waits at most
+    `timeout_s` for the GCS, and two attempts are made, instead of minutes."""
+    return {"RAY_py_gcs_connect_timeout_s": str(max(1, round(timeout_s))),
+            "RAY_gcs_rpc_server_connect_timeout_s": str(max(1, round(timeout_s / 2))),
+            "RAY_gcs_server_port_wait_time_s": "2"}
 
 
 @contextmanager
-def _ray_timeouts(joining: bool) -> Iterator[None]:
+def _ray_timeouts(joining: bool, timeout_s: float) -> Iterator[None]:
     """Ray reads these from the environment into a cached config: set them, reload it, and put the
     environment back afterwards (a local start's processes never see them)."""
     if not joining:
@@ -114,7 +131,7 @@ def _ray_timeouts(joining: bool) -> Iterator[None]:
         return
     from ray._raylet import Config
 
-    added = {k: v for k, v in JOIN_TIMEOUTS.items() if k not in os.environ}
+    added = {k: v for k, v in join_timeouts(timeout_s).items() if k not in os.environ}
     os.environ.update(added)
     Config.initialize("")  # what Ray itself does after changing RAY_AUTH_MODE in-process
     try:
@@ -147,13 +164,14 @@ def connect(address: str | None, interrupt: type[BaseException] = KeyboardInterr
     import ray
 
     where, target, hostport = resolve_address(address)
+    timeout_s = connect_timeout_s()
     silence_token_notice()
     with _signals_raise(interrupt):
         if hostport is not None:
-            probe(where, *hostport)
+            probe(where, *hostport, timeout_s)
         try:
             # Only when joining: a local start's child processes would inherit the captured descriptor.
-            with _ray_timeouts(hostport is not None), \
+            with _ray_timeouts(hostport is not None, timeout_s), \
                     (_captured_stderr() if hostport is not None else nullcontext([])) as log:
                 try:
                     ray.init(address=target, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -167,7 +185,7 @@ def connect(address: str | None, interrupt: type[BaseException] = KeyboardInterr
             first = (str(e).splitlines() or [type(e).__name__])[0][:200]
             if "Unauthenticated" in text or "InvalidAuthToken" in text or "uthentication" in first:
                 raise ClusterError(f"{where}: the cluster refused this driver's authentication; {AUTH_HINT}") from None
-            raise ClusterError(f"{where}: cannot connect to Ray ({first}) within about {3 * CONNECT_TIMEOUT_S:g} s; "
+            raise ClusterError(f"{where}: cannot connect to Ray ({first}) within about {3 * timeout_s:g} s; "
                                f"is a Ray head node (`ray start --head`) listening there?") from None
     return where
 

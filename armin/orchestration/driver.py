@@ -39,7 +39,7 @@ from armin.errors import ArminError
 from armin.orchestration import cluster
 from armin.orchestration.failures import unfinished
 from armin.orchestration.plans import Plan, Slot
-from armin.orchestration.provenance import git_commit, versions
+from armin.provenance import git_commit, versions
 from armin.orchestration.worker import Fault, trial_stream
 from armin.storage import (
     LOST_BY_DRIVER,

@@ -8,9 +8,7 @@ Optuna or the database.
 from __future__ import annotations
 
 import math
-import platform
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,7 +22,8 @@ from armin.costs.measure import peak_tensor_bytes
 from armin.costs.warm import prepare
 from armin.errors import ConfigError, OutOfMemory
 from armin.model import build_model, count_parameters
-from armin.seeding import DATA, GUMBEL, INIT, derive_seed, generator
+from armin.provenance import versions
+from armin.seeding import DATA, EVAL, EVAL_GUMBEL, GUMBEL, INIT, derive_seed, generator
 from armin.tasks import Batch, Task, build_task
 from armin.training.config import OptimizerConfig, RunConfig
 from armin.training.probes import read_entropy, slot_usage
@@ -73,18 +72,6 @@ def clip_gradients(cfg: OptimizerConfig, params) -> None:
         torch.nn.utils.clip_grad_value_(params, cfg.clip_threshold)
     elif cfg.clip == "norm":
         torch.nn.utils.clip_grad_norm_(params, cfg.clip_threshold)
-
-
-def detached(state):
-    """Cut the graph between truncated-BPTT segments, keeping the values (the code's `_reload_mem`).
-
-    ARMIN returns a `RecurrentState` (state, memory, slot counter); the LSTM baseline an (h, c) tuple.
-    """
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(t.detach() for t in state)
-    return state.detach()
 
 
 def evaluate(model: torch.nn.Module, task: Task, eval_set: Sequence[Batch], temperature: float,
@@ -145,7 +132,8 @@ def training_step(model: torch.nn.Module, task: Task, run: RunConfig, opt: torch
     carry = task.carries_state and not batch.reset
     out = model(batch.inputs, state=state if carry else None, temperature=run.model.temperature(step - 1),
                 generator=gumbel_gen)
-    state = detached(out.state) if task.carries_state else None
+    # Cut the graph between truncated-BPTT segments, keeping the values (the code's `_reload_mem`).
+    state = out.state.detach() if task.carries_state else None
     loss = task.loss(out.logits, batch)
     elements = int(batch.inputs.shape[0] * batch.inputs.shape[1])
     if not torch.isfinite(loss):
@@ -155,10 +143,6 @@ def training_step(model: torch.nn.Module, task: Task, run: RunConfig, opt: torch
     clip_gradients(run.optimizer, params)
     opt.step()
     return StepDone(loss.item(), state, elements)
-
-
-def versions() -> dict[str, str]:
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
 
 
 def usable_device(name: str) -> torch.device:
@@ -223,10 +207,10 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
     data_gen = generator(run.seed, DATA)  # training batches: identical for every arm of a seed
     gumbel_gen = generator(run.seed, GUMBEL)  # training-time Gumbel noise
     model = allocate_model(run, task, device, dtype)
-    eval_set = task.eval_set(tc.eval_sequences, tc.eval_batch_size, generator(tc.eval_seed, "eval"))
+    eval_set = task.eval_set(tc.eval_sequences, tc.eval_batch_size, generator(tc.eval_seed, EVAL))
     if not task.carries_state:  # streamed tasks build their (large) segments lazily, moved one at a time
         eval_set = [b.to(device, dtype) for b in eval_set]
-    eval_noise_seed = derive_seed(run.seed, "eval_gumbel")
+    eval_noise_seed = derive_seed(run.seed, EVAL_GUMBEL)
 
     # ---- optimisation ---------------------------------------------------------------------------
     params = list(model.parameters())

@@ -1,4 +1,8 @@
-"""Where a study came from: git commit (with a dirty flag) and package versions."""
+"""Where a study or a run came from: git commit (with a dirty flag) and package versions.
+
+A leaf module (standard library only): the driver records it per study, the trainer per run, so both
+say the same thing about the same environment.
+"""
 
 from __future__ import annotations
 
