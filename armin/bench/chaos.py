@@ -331,11 +331,12 @@ def run_chaos(rounds: int, *, nodes: int = 2, steps: int = 300, seed: int = 0, p
     os.environ["RAY_TMPDIR"] = ray_tmp  # our cluster's files (and the address file Cluster.shutdown deletes)
     # A worker SIGKILLed while torch's extension loader holds its build-directory lock leaves the lock
     # behind, and every later load on the machine waits for it forever: our kills get their own
-    # extension directory (built once here, before any kill), never the machine's shared one.
-    os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(ray_tmp, "torch_ext")
+    # extension directory (the machine's build copied there before any kill), never the shared one.
     from armin.model import extension
 
-    extension.load()
+    if extension.load() is not None:
+        extension.copy_build(os.path.join(ray_tmp, "torch_ext"))
+    os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(ray_tmp, "torch_ext")
     try:
         with tempfile.TemporaryDirectory() as work:
             return _rounds(Path(work), rounds, nodes=nodes, steps=steps, seed=seed, per_study=per_study, log=log)

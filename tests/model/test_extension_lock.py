@@ -6,7 +6,6 @@ any build takes, and leaves a young one (a live build) alone.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -34,11 +33,10 @@ def test_a_stale_lock_left_in_the_build_directory_does_not_hang_the_next_load(tm
 
     if extension.load() is None:
         pytest.skip(f"the C++ loop is unavailable here: {extension.status()}")
-    built = Path(cpp_extension._get_build_directory(extension.NAME, False))
+    target = extension.copy_build(tmp_path / "ext")  # the same build, copied with its timestamps,
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
-    target = Path(cpp_extension._get_build_directory(extension.NAME, False))  # where the subprocess looks
-    # the same build, copied with its timestamps, plus a dead worker's lock
-    shutil.copytree(built, target, ignore=shutil.ignore_patterns("lock"), dirs_exist_ok=True)
+    assert target == Path(cpp_extension._get_build_directory(extension.NAME, False))  # where the subprocess looks
+    built_at = (target / f"{extension.NAME}.so").stat().st_mtime
     lock = target / "lock"
     lock.touch()
     then = time.time() - extension.STALE_LOCK_S - 60
@@ -47,3 +45,4 @@ def test_a_stale_lock_left_in_the_build_directory_does_not_hang_the_next_load(tm
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert p.returncode == 0 and p.stdout.strip().startswith("built"), p.stderr
     assert not lock.exists()  # removed, not waited on (torch would wait for ever)
+    assert (target / f"{extension.NAME}.so").stat().st_mtime == built_at  # loaded as copied, not rebuilt
