@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
-from armin.errors import ArminError
+from armin.errors import ClusterError
 
 CONNECT_TIMEOUT_S = 10.0  # a TCP connection to the address, then about as long for Ray's own retries
 TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"  # logs the token notice
@@ -34,10 +34,6 @@ AUTH_HINT = ("if the cluster was started by `ray start --head` (token authentica
              "RAY_AUTH_MODE=token here with the cluster's token in ~/.ray/auth_token or $RAY_AUTH_TOKEN, or start "
              "every node and this driver with RAY_AUTH_MODE=disabled")
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})$")
-
-
-class ClusterError(ArminError):
-    """The Ray cluster cannot be reached or cannot run this study's trials."""
 
 
 def resolve_address(address: str | None) -> tuple[str, str | None, tuple[str, int] | None]:

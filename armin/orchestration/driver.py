@@ -35,7 +35,7 @@ import ray
 from armin.config import changed_paths, summarize_changes, to_mapping
 from armin.costs import hook as cost_hook
 from armin.costs.settings import driver_rounds
-from armin.errors import ArminError
+from armin.errors import MemoryBoundTooLarge, StudyChanged
 from armin.orchestration import cluster
 from armin.orchestration.failures import unfinished
 from armin.orchestration.plans import Plan, Slot
@@ -93,14 +93,6 @@ class Progress:
         if done_now <= 0:
             return None
         return (time.monotonic() - self.started) / done_now * max(self.total - self.done, 0)
-
-
-class StudyChanged(ArminError):
-    pass
-
-
-class MemoryBoundTooLarge(ArminError):
-    pass
 
 
 class Interrupted(KeyboardInterrupt):

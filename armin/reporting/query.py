@@ -31,12 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from armin.errors import ArminError
+from armin.errors import QueryError
 from armin.storage.db import StorageError, check_armin_schema, connect_readonly
-
-
-class QueryError(ArminError):
-    pass
 
 
 QUERY_TIMEOUT_S = 60.0  # default limit on one statement (`armin query --timeout`)

@@ -28,17 +28,13 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from armin.errors import ArminError
+from armin.errors import StorageError
 from armin.storage.models import SCHEMA_VERSION, SCHEMA_VERSION_KEY, Base, Meta, utcnow
 
 __all__ = ["BUSY_TIMEOUT_MS", "Database", "StorageError", "check_armin_schema", "connect_readonly", "copy_database",
            "utcnow"]
 
 BUSY_TIMEOUT_MS = 30_000  # how long a connection waits for another's lock before "database is locked"
-
-
-class StorageError(ArminError):
-    """The database cannot be opened, read or written; the message is one line naming the file."""
 
 
 class Database:

@@ -29,7 +29,7 @@ from datetime import datetime
 
 from sqlalchemy import text
 
-from armin.errors import ArminError
+from armin.errors import LeaseLost, StudyBusy
 from armin.storage.db import Database
 from armin.storage.models import utcnow
 
@@ -37,14 +37,6 @@ __all__ = ["HEARTBEAT_S", "STALE_AFTER_S", "DriverLease", "LeaseLost", "StudyBus
 
 HEARTBEAT_S = 5.0  # seconds between heartbeats of a running driver
 STALE_AFTER_S = 60.0  # seconds without a heartbeat after which another host's lease is taken over
-
-
-class StudyBusy(ArminError):
-    """Another live driver holds the study's lease; the message names it in one line."""
-
-
-class LeaseLost(ArminError):
-    """This driver's lease was taken over (its heartbeat stopped for longer than STALE_AFTER_S)."""
 
 
 def lease_key(study_name: str) -> str:

@@ -38,6 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
+from armin.errors import StorageError
+
 SCHEMA_VERSION = 2  # bump on any change to the tables below; old files are then refused, not migrated
 # 1 -> 2: the spec history (armin_spec_versions, armin_trials.spec_version); trial costs without warm-up
 # (armin_costs.warmup_s, warmup_steps, cpu_time_per_step_s; peak_memory_bytes is tensor memory of one step,
@@ -199,8 +201,6 @@ class Study(Base):
     def find_or_raise_by_name(cls, session: Session, name: str) -> Study:
         study = session.scalar(select(cls).where(cls.name == name))
         if study is None:
-            from armin.storage.db import StorageError  # db.py imports this module; import late
-
             raise StorageError(f"no study named {name!r} in {_db_path(session)}")
         return study
 
@@ -296,8 +296,6 @@ class Trial(Base):
     def find_or_raise_by_number(cls, session: Session, study_id: int, number: int) -> Trial:
         trial = session.scalar(select(cls).where(cls.study_id == study_id, cls.number == number))
         if trial is None:
-            from armin.storage.db import StorageError  # db.py imports this module; import late
-
             raise StorageError(f"no trial number {number} in study id {study_id} in {_db_path(session)}")
         return trial
 
