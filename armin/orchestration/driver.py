@@ -50,6 +50,7 @@ from armin.storage import (
     Study,
     Trial,
     TrialState,
+    component_values,
     encode_value,
     utcnow,
 )
@@ -236,7 +237,6 @@ class Driver:
     def launch(self, slot: Slot, handle: object) -> None:
         begun = time.time()
         run = self.plan.build_run(slot)
-        m = run.model
         with self.db.session() as s:
             number = (s.query(Trial.number).filter_by(study_id=self.study_id)
                       .order_by(Trial.number.desc()).limit(1).scalar())
@@ -246,9 +246,7 @@ class Driver:
                         retry_of_id=slot.retry_of_id, state=TrialState.RUNNING, arm=slot.arm,
                         spec_version=self.spec_version,
                         params_json=json.dumps(slot.params, sort_keys=True),
-                        config_json=json.dumps(to_mapping(run), sort_keys=True), arch=m.arch,
-                        formulation=m.formulation, addressing=m.addressing, cell=m.cell, read=m.read,
-                        temperature_kind=m.temperature.kind, hidden_size=m.hidden_size, n_slots=m.n_slots,
+                        config_json=json.dumps(to_mapping(run), sort_keys=True), **component_values(run.model),
                         started_at=utcnow())
             s.add(row)
             s.flush()

@@ -51,6 +51,32 @@ STUDY_KINDS = ("search", "ablation")
 STUDY_STATUSES = ("running", "complete", "interrupted", "failed")
 
 
+#: The typed copies of the ModelConfig factors on armin_trials, so reports filter without parsing JSON: column name ->
+#: the ModelConfig attribute it copies (dotted for a nested dataclass). The one list: the driver's and the benchmark's
+#: writes (`component_values`) and the `trials` view of `armin query` use it; tests check it against ModelConfig.
+COMPONENT_COLUMNS: dict[str, str] = {
+    "arch": "arch",
+    "formulation": "formulation",
+    "addressing": "addressing",
+    "cell": "cell",
+    "read": "read",
+    "temperature_kind": "temperature.kind",  # the temperature schedule's kind
+    "hidden_size": "hidden_size",
+    "n_slots": "n_slots",
+}
+
+
+def component_values(model: Any) -> dict[str, Any]:
+    """The `armin_trials` component columns of a `ModelConfig` (`Trial(**component_values(run.model), ...)`)."""
+    out = {}
+    for column, attribute in COMPONENT_COLUMNS.items():
+        value = model
+        for part in attribute.split("."):
+            value = getattr(value, part)
+        out[column] = value
+    return out
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC: the only kind of datetime the schema accepts."""
     return datetime.now(timezone.utc)
@@ -257,13 +283,13 @@ class Trial(Base):
     params_json: Mapped[str] = mapped_column(Text, default="{}")  # the searched parameters only, JSON
     config_json: Mapped[str] = mapped_column(Text, default="{}")  # the full resolved RunConfig, JSON
 
-    # Typed copies of the ModelConfig factors, so reports filter without parsing JSON; None if not applicable.
+    # The component columns (COMPONENT_COLUMNS: typed copies of the ModelConfig factors); None if not applicable.
     arch: Mapped[str | None] = mapped_column(String)
     formulation: Mapped[str | None] = mapped_column(String)
     addressing: Mapped[str | None] = mapped_column(String)
     cell: Mapped[str | None] = mapped_column(String)
     read: Mapped[str | None] = mapped_column(String)
-    temperature_kind: Mapped[str | None] = mapped_column(String)  # the temperature schedule's kind
+    temperature_kind: Mapped[str | None] = mapped_column(String)
     hidden_size: Mapped[int | None] = mapped_column()
     n_slots: Mapped[int | None] = mapped_column()
     arm: Mapped[str | None] = mapped_column(String)  # the ablation arm's name; None in a search
