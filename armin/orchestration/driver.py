@@ -166,7 +166,7 @@ class Driver:
         if row is None:
             return
         if row.kind != plan.kind:
-            raise StudyChanged(f"'{plan.name}' is already a {row.kind} in {self.db.path}; give the {plan.kind} "
+            raise StudyChanged(f"'{plan.name}' is already a {row.kind} in {self.db}; give the {plan.kind} "
                                f"another name")
         digest = plan.digest()
         if row.spec_hash != digest and not self.force:

@@ -443,6 +443,9 @@ class CostSample(Base):
 
 
 def _db_path(session: Session) -> str:
-    """The database file behind a session, for error messages."""
-    database = session.get_bind().url.database or "the database"
+    """The database file (or server) behind a session, for error messages."""
+    url = session.get_bind().url
+    if url.get_backend_name() != "sqlite":
+        return url.render_as_string(hide_password=True)
+    database = url.database or "the database"
     return unquote(database.removeprefix("file:"))  # readonly engines use a `file:` URI
