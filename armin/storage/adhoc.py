@@ -154,7 +154,9 @@ def _run_sqlite(conn: Connection, statement: str, params: Params, timeout_s: flo
         if rows is None:  # stopped by the clock (Ctrl-C raised KeyboardInterrupt above)
             raise _stopped(timeout_s)
         return Result(columns, rows)
-    except sqlite3.Warning as e:  # e.g. several statements at once
+    except (sqlite3.Warning, sqlite3.ProgrammingError) as e:  # several statements at once (which, by Python version)
+        if "one statement" not in str(e):
+            raise _failed(e) from None
         raise QueryError(f"refused: {e} (one read-only statement at a time)") from None
     except sqlite3.DatabaseError as e:
         if refusals:  # the authorizer denied it while it was prepared: nothing ran
