@@ -34,7 +34,8 @@ def postgres_database() -> Iterator[str]:
     try:
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as conn:
+        with admin.connect() as conn:  # a statement a failed test left running is cancelled, then the database dropped
+            conn.exec_driver_sql(f"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
 

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from armin.model.config import ModelConfig, TemperatureSchedule
 from armin.reporting.query import QueryError, curves, sql, trials
 from armin.storage import COMPONENT_COLUMNS, Cost, Database, Metric, Study, Trial, TrialState, component_values
+from backends import NO_POSTGRES, postgres_database, postgres_url
 
 ARMIN = [sys.executable, "-m", "armin.cli.main"]
 RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c"
@@ -108,3 +109,37 @@ def test_the_query_command_takes_the_database_as_a_url(study_db):
                         "--format", "json"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == [{"arm": "arm0", "cell": "armin"}, {"arm": "arm1", "cell": "lstm"}]
+
+
+@pytest.mark.skipif(not postgres_url(), reason=NO_POSTGRES)
+def test_ctrl_c_cancels_a_statement_on_the_server():
+    """On SQLite the progress handler stops it (test_query_limits.py); on PostgreSQL psycopg cancels it on the
+    server. The statement is seen running in pg_stat_activity before the signal, and gone after."""
+    import signal
+    import time
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    with postgres_database() as url:
+        Database.open(url).close()
+        p = subprocess.Popen([*ARMIN, "query", RUNAWAY, "--db", url, "--timeout", "600"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        watch = create_engine(url, poolclass=NullPool)
+        running = text("SELECT COUNT(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'WITH RECURSIVE%'")
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                with watch.connect() as conn:  # a new transaction each time: pg_stat_activity is per-transaction
+                    if conn.execute(running).scalar():
+                        break
+                assert p.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+            p.send_signal(signal.SIGINT)
+            _, err = p.communicate(timeout=30)
+            assert p.returncode == 130 and err.strip() == "armin: interrupted"
+            with watch.connect() as conn:
+                assert conn.execute(running).scalar() == 0  # cancelled on the server, not left running
+        finally:
+            p.kill()
+            watch.dispose()
