@@ -11,6 +11,8 @@ Conventions the rest of armin relies on:
   table keeps value and kind consistent.
 - Anything a report filters on (state, arm, component flags, seed) is a typed column, not JSON.
 - Changing any table means bumping `SCHEMA_VERSION`; `Database.open` refuses files of another version.
+- Integers that may pass 2**31 are `BigInteger` (63-bit seeds, parameter counts, bytes, FLOPs): the same
+  INTEGER storage in SQLite, BIGINT on a server, whose INTEGER is 32-bit.
 """
 
 from __future__ import annotations
@@ -272,7 +274,7 @@ class Trial(Base):
     optuna_trial_id: Mapped[int | None] = mapped_column()  # Optuna's `trials.trial_id` in this file; None if unsampled
     config_id: Mapped[int] = mapped_column()  # which configuration of the study; all its seeds and retries share it
     replicate: Mapped[int] = mapped_column()  # 0-based seed index within the configuration
-    seed: Mapped[int] = mapped_column()  # the RunConfig seed actually used, derived from (study seed, arm, replicate)
+    seed: Mapped[int] = mapped_column(BigInteger)  # the RunConfig seed used (63-bit: seeding.derive_seed of study seed, ...)
     spec_version: Mapped[int] = mapped_column(default=1, server_default="1")  # the armin_spec_versions.version it ran under
     attempt: Mapped[int] = mapped_column(default=1)  # 1-based; > 1 for retries of a LOST/FAILED attempt
     retry_of_id: Mapped[int | None] = mapped_column(
@@ -364,7 +366,7 @@ class Cost(Base):
     __tablename__ = "armin_costs"
 
     trial_id: Mapped[int] = mapped_column(ForeignKey("armin_trials.id", ondelete="CASCADE"), primary_key=True)
-    n_params: Mapped[int] = mapped_column()  # trainable parameters of the model
+    n_params: Mapped[int] = mapped_column(BigInteger)  # trainable parameters of the model
     time_per_step_s: Mapped[float] = mapped_column(Float)  # training steps after the warm-up only; 0: none timed
     steps_per_s: Mapped[float] = mapped_column(Float)
     wall_time_s: Mapped[float] = mapped_column(Float)  # whole run, evaluation included (C++ loop loaded before)
@@ -406,7 +408,7 @@ class CostProfile(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("armin_studies.id", ondelete="CASCADE"))
     arm: Mapped[str] = mapped_column(String)
     config_json: Mapped[str] = mapped_column(Text)  # the RunConfig profiled (seed: the study's first), JSON
-    n_params: Mapped[int] = mapped_column()
+    n_params: Mapped[int] = mapped_column(BigInteger)
     flops_per_step: Mapped[int] = mapped_column(BigInteger)  # torch.utils.flop_counter, forward + backward, eager loop
     peak_step_bytes: Mapped[int | None] = mapped_column(BigInteger)  # as armin_costs.peak_memory_bytes; NULL: diverged
     batch_size: Mapped[int] = mapped_column()

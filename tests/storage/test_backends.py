@@ -31,6 +31,25 @@ def test_a_new_database_records_its_schema_version_and_reopens(db_target):
         assert s.scalars(select(Study.name)).all() == ["kept"]
 
 
+def test_63_bit_seeds_and_large_counts_round_trip(db_target):
+    from armin.seeding import derive_seed
+    from armin.storage import Cost, Trial
+
+    seed = derive_seed(0, "arm", 1)
+    assert seed >= 2**62  # this one needs all 63 bits (a server's INTEGER holds 31)
+    with Database.open(db_target) as db:
+        with db.session() as s:
+            study = make_study()
+            trial = Trial(number=0, config_id=0, replicate=0, seed=seed)
+            trial.cost = Cost(n_params=2**40, time_per_step_s=0.1, steps_per_s=10.0, wall_time_s=1.0,
+                              peak_memory_bytes=2**50)
+            study.trials.append(trial)
+            s.add(study)
+        with db.session() as s:
+            assert s.execute(select(Trial.seed, Cost.n_params, Cost.peak_memory_bytes).join(Cost)).one() == \
+                (seed, 2**40, 2**50)
+
+
 def test_readonly_refuses_a_write_and_changes_nothing(db_target):
     Database.open(db_target).close()
     with Database.open(db_target, readonly=True) as ro:
