@@ -31,3 +31,15 @@ def _short_cost_profiles(monkeypatch):
     # Every study ends with its cost profile (armin.costs.hook): the real path, on a tiny budget like the
     # trials' (3 rounds instead of 40). Tests of the profile's own figures call `profile_arms` directly.
     monkeypatch.setenv("ARMIN_PROFILE_ROUNDS", "3")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request, tmp_path):
+    """A fresh database's --db value on each backend (tests/backends.py): a SQLite path, or a PostgreSQL URL
+    (skipped, saying why, without ARMIN_TEST_POSTGRES_URL)."""
+    from backends import NO_POSTGRES, database_target, postgres_url
+
+    if request.param == "postgresql" and not postgres_url():
+        pytest.skip(NO_POSTGRES)
+    with database_target(request.param, tmp_path) as target:
+        yield target

@@ -1,8 +1,9 @@
 """`armin bench report`: time `armin report` on a synthetic ablation of many trials (default 10,000).
 
-The database is written the way the driver writes it (same schema, same spec JSON) but with
-values drawn from known distributions instead of training, so the benchmark takes seconds. It
-prints the time of each phase of the report and the total against the 10-second budget.
+The database is written the way the driver writes it (same schema, same spec JSON, the component columns
+from `storage.component_values`) but with values drawn from known distributions instead of training,
+so the benchmark takes seconds. It prints the time of each phase of the report and the total against
+the 10-second budget.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def synthesize(db_path: Path, n_trials: int, seed: int = 0) -> None:
     from sqlalchemy import insert
 
     from armin.orchestration.ablation_spec import parse_ablation
-    from armin.orchestration.plans import AblationPlan
-    from armin.storage import Cost, Database, Metric, Study, Trial, utcnow
+    from armin.orchestration.plans import AblationPlan, Slot
+    from armin.storage import Cost, Database, Metric, Study, Trial, component_values, utcnow
 
     rng = np.random.default_rng(seed)
     n_seeds = max(n_trials // 4, 2)
@@ -57,15 +58,15 @@ def synthesize(db_path: Path, n_trials: int, seed: int = 0) -> None:
         trials, metrics, costs = [], [], []
         for config_id, arm in enumerate(plan.spec.arms):
             m = dict(arm.overrides)
+            components = component_values(plan.build_run(Slot(config_id, 0, m, plan.spec.seeds[0], arm=arm.name)).model)
             effect = 2.0 * (m["model.addressing"] == "tardis") + 1.0 * (m["model.cell"] == "lstm")
             for rep, run_seed in enumerate(plan.spec.seeds):
                 tid = len(trials) + 1
                 final = 10 + effect + rng.normal(0, 1)
                 trials.append(dict(id=tid, study_id=study.id, number=tid - 1, config_id=config_id, replicate=rep,
                                    seed=run_seed, attempt=1, state="COMPLETE", value=final, value_kind="FINITE",
-                                   params_json=json.dumps(m), config_json="{}", arm=arm.name, arch="armin",
-                                   addressing=m["model.addressing"], cell=m["model.cell"], worker_host="bench",
-                                   device="cpu"))
+                                   params_json=json.dumps(m), config_json="{}", arm=arm.name, **components,
+                                   worker_host="bench", device="cpu"))
                 for i, step in enumerate(STEPS):
                     frac = (i + 1) / len(STEPS)
                     values = dict(train_loss=0.7 - 0.3 * frac, eval_loss=0.7 - 0.3 * frac,

@@ -1,4 +1,4 @@
-"""`armin study run|resume|status|list`: search studies on Ray, stored in one SQLite file."""
+"""`armin study run|resume|status|list`: search studies on Ray, stored in one database (a SQLite file by default)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ from pathlib import Path
 DEFAULT_DB = "armin.db"
 
 
-def db_path(args: argparse.Namespace) -> Path:
-    return Path(args.db or os.environ.get("ARMIN_DB") or DEFAULT_DB)
+def db_path(args: argparse.Namespace) -> str | Path:
+    """The --db value: a SQLite file's path, or a SQLAlchemy URL as written (`armin.storage.db.locate` reads it)."""
+    value = str(args.db or os.environ.get("ARMIN_DB") or DEFAULT_DB)
+    return value if "://" in value else Path(value)
 
 
 def add_db_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="FILE", help=f"the SQLite database (default: $ARMIN_DB or ./{DEFAULT_DB})")
+    p.add_argument("--db", metavar="FILE|URL",
+                   help=f"the database: a SQLite file, or a SQLAlchemy URL such as postgresql+psycopg://user@host/db "
+                        f"(default: $ARMIN_DB or ./{DEFAULT_DB})")
 
 
 def add_run_commands(sub, kind: str, example: str) -> None:
@@ -148,7 +152,7 @@ def drive(plan, text, db, args) -> int:
             line = super().describe(p)
             return line if p.design is None else f"{p.design} | {line}"
 
-    print(f"{describe(plan)} | db {db.path}", flush=True)
+    print(f"{describe(plan)} | db {db}", flush=True)
     with Progress(enabled=not args.quiet) as progress:
         driver = Driver(plan, text, db, address=args.address, max_parallel=args.max_parallel, force=args.force,
                         command=" ".join(["armin", *sys.argv[1:]]), on_progress=progress.update)
@@ -161,7 +165,7 @@ def drive(plan, text, db, args) -> int:
             signum = getattr(e, "signum", signal.SIGINT)
             command = "ablation" if plan.kind == "ablation" else "study"
             print(f"interrupted ({signal.Signals(signum).name}): running trials were cancelled; continue with "
-                  f"`armin {command} resume {plan.name} --db {db.path}`", file=sys.stderr)
+                  f"`armin {command} resume {plan.name} --db {db}`", file=sys.stderr)
             return 128 + signum
     from armin.reporting.status import ending
 
@@ -184,7 +188,7 @@ def list_studies(args: argparse.Namespace) -> int:
     from armin.storage import Database
 
     path = db_path(args)
-    if not path.exists():
+    if isinstance(path, Path) and not path.exists():
         print(f"no database at {path}")
         return 0
     print(list_summary(Database.open(path, readonly=True)))

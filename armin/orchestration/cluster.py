@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
-from armin.errors import ArminError
+from armin.errors import ClusterError
 
 CONNECT_TIMEOUT_S = 10.0  # a TCP connection to the address, then about as long for Ray's own retries
 CONNECT_TIMEOUT_ENV = "ARMIN_CONNECT_TIMEOUT_S"  # overrides it: a slow network, or a test that need not wait
@@ -36,10 +36,6 @@ AUTH_HINT = ("if the cluster was started by `ray start --head` (token authentica
              "RAY_AUTH_MODE=token here with the cluster's token in ~/.ray/auth_token or $RAY_AUTH_TOKEN, or start "
              "every node and this driver with RAY_AUTH_MODE=disabled")
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})$")
-
-
-class ClusterError(ArminError):
-    """The Ray cluster cannot be reached or cannot run this study's trials."""
 
 
 def connect_timeout_s() -> float:

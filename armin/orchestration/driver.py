@@ -35,7 +35,7 @@ import ray
 from armin.config import changed_paths, summarize_changes, to_mapping
 from armin.costs import hook as cost_hook
 from armin.costs.settings import driver_rounds
-from armin.errors import ArminError
+from armin.errors import MemoryBoundTooLarge, StudyChanged
 from armin.orchestration import cluster
 from armin.orchestration.failures import unfinished
 from armin.orchestration.plans import Plan, Slot
@@ -50,6 +50,7 @@ from armin.storage import (
     Study,
     Trial,
     TrialState,
+    component_values,
     encode_value,
     utcnow,
 )
@@ -93,14 +94,6 @@ class Progress:
         if done_now <= 0:
             return None
         return (time.monotonic() - self.started) / done_now * max(self.total - self.done, 0)
-
-
-class StudyChanged(ArminError):
-    pass
-
-
-class MemoryBoundTooLarge(ArminError):
-    pass
 
 
 class Interrupted(KeyboardInterrupt):
@@ -173,7 +166,7 @@ class Driver:
         if row is None:
             return
         if row.kind != plan.kind:
-            raise StudyChanged(f"'{plan.name}' is already a {row.kind} in {self.db.path}; give the {plan.kind} "
+            raise StudyChanged(f"'{plan.name}' is already a {row.kind} in {self.db}; give the {plan.kind} "
                                f"another name")
         digest = plan.digest()
         if row.spec_hash != digest and not self.force:
@@ -244,7 +237,6 @@ class Driver:
     def launch(self, slot: Slot, handle: object) -> None:
         begun = time.time()
         run = self.plan.build_run(slot)
-        m = run.model
         with self.db.session() as s:
             number = (s.query(Trial.number).filter_by(study_id=self.study_id)
                       .order_by(Trial.number.desc()).limit(1).scalar())
@@ -254,9 +246,7 @@ class Driver:
                         retry_of_id=slot.retry_of_id, state=TrialState.RUNNING, arm=slot.arm,
                         spec_version=self.spec_version,
                         params_json=json.dumps(slot.params, sort_keys=True),
-                        config_json=json.dumps(to_mapping(run), sort_keys=True), arch=m.arch,
-                        formulation=m.formulation, addressing=m.addressing, cell=m.cell, read=m.read,
-                        temperature_kind=m.temperature.kind, hidden_size=m.hidden_size, n_slots=m.n_slots,
+                        config_json=json.dumps(to_mapping(run), sort_keys=True), **component_values(run.model),
                         started_at=utcnow())
             s.add(row)
             s.flush()

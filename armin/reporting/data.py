@@ -51,13 +51,19 @@ class StudyData:
 
 
 def load_study(db: str | Path, name: str) -> StudyData:
+    with query.reading(db) as db:  # opened once, for every read below
+        return _load(db, name)
+
+
+def _load(db, name: str) -> StudyData:
     attempts = query.trials(db, name)  # raises a clear error for an unknown study
     row = query.sql(db, "SELECT kind, goal, status, spec_json, spec_text, git_commit, git_dirty, command, "
-                        "versions_json, created_at, updated_at FROM armin_studies WHERE name = ?", (name,)).iloc[0]
+                        "versions_json, created_at, updated_at FROM armin_studies WHERE name = :name",
+                    {"name": name}).iloc[0]
     final = latest_attempts(attempts)
     versions = query.sql(db, "SELECT v.version, v.created_at, v.forced, v.changes, v.spec_hash, v.command "
                              "FROM armin_spec_versions v JOIN armin_studies s ON s.id = v.study_id "
-                             "WHERE s.name = ? ORDER BY v.version", (name,))
+                             "WHERE s.name = :name ORDER BY v.version", {"name": name})
     curves = query.curves(db, name)
     curves = curves[curves["trial"].isin(final["trial"])]
     return StudyData(name=name, kind=row["kind"], goal=row["goal"], status=row["status"],

@@ -2,6 +2,7 @@
 
 from armin.storage.db import BUSY_TIMEOUT_MS, Database, StorageError, utcnow
 from armin.storage.models import (
+    COMPONENT_COLUMNS,
     LOST_BY_DRIVER,
     SCHEMA_VERSION,
     STUDY_KINDS,
@@ -18,10 +19,12 @@ from armin.storage.models import (
     TrialState,
     ValueKind,
     decode_value,
+    component_values,
     encode_value,
 )
 
 __all__ = [
+    "COMPONENT_COLUMNS",
     "LOST_BY_DRIVER",
     "BUSY_TIMEOUT_MS",
     "SCHEMA_VERSION",
@@ -40,6 +43,7 @@ __all__ = [
     "Trial",
     "TrialState",
     "ValueKind",
+    "component_values",
     "decode_value",
     "encode_value",
     "utcnow",

@@ -1,13 +1,18 @@
-"""Open the study database: one SQLite file in WAL mode, one session scope, one error type.
+"""Open the study database: a SQLite file in WAL mode (the embedded default) or a database server
+(PostgreSQL), one session scope, one error type.
 
-The study driver opens the file writable and is its only writer; reports and `armin query` open it
-with `readonly=True`, which SQLite itself enforces (`mode=ro`), and can read while the driver writes
-(WAL: a reader sees the last committed state, never blocks the writer and is never blocked by it).
+`--db` is a path or a SQLAlchemy URL (`locate`). The study driver opens the database writable and is its
+only writer; reports and `armin query` open it with `readonly=True`, which the database itself enforces
+(SQLite: `mode=ro`; a server: every transaction of the session READ ONLY), and can read while the
+driver writes (SQLite's WAL: a reader sees the last committed state, never blocks the writer and is
+never blocked by it).
 
-Every read goes through `connect_readonly` (a `file:` URI with the path percent-escaped, so `exp#2.db`
-is that file and not `exp`), and every open first looks at an existing file read-only: a file that is
-not an armin database of this schema version (an Optuna storage, some other SQLite file, text) is
-refused before anything is written to it. Only a missing or empty (0-byte) file becomes a new database.
+Every read of a file goes through `connect_readonly` (a `file:` URI with the path percent-escaped, so
+`exp#2.db` is that file and not `exp`), and every open first looks at an existing file read-only: a
+file that is not an armin database of this schema version (an Optuna storage, some other SQLite file,
+text) is refused before anything is written to it. Only a missing or empty (0-byte) file becomes a new
+database; on a server, only a database without tables. What needs a file (the upgrade's backup, the
+chaos snapshots: `copy_database`) refuses a server in one line (`require_file`).
 
 Transactions: SQLAlchemy emits a plain (deferred) `BEGIN` at the start of every session, so a
 session reads one consistent snapshot and DDL is transactional; pysqlite's own legacy transaction
@@ -23,43 +28,45 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
-from armin.errors import ArminError
+from armin.errors import StorageError
 from armin.storage.models import SCHEMA_VERSION, SCHEMA_VERSION_KEY, Base, Meta, utcnow
 
 __all__ = ["BUSY_TIMEOUT_MS", "Database", "StorageError", "check_armin_schema", "connect_readonly", "copy_database",
-           "utcnow"]
+           "locate", "require_file", "utcnow"]
 
 BUSY_TIMEOUT_MS = 30_000  # how long a connection waits for another's lock before "database is locked"
 
 
-class StorageError(ArminError):
-    """The database cannot be opened, read or written; the message is one line naming the file."""
-
-
 class Database:
-    """One armin SQLite file: an engine with the right pragmas and a session scope. Use `Database.open`."""
+    """One armin database: an engine with the right settings and a session scope. Use `Database.open`."""
 
-    def __init__(self, path: Path, engine: Engine, *, readonly: bool) -> None:
-        self.path = path  # absolute
+    def __init__(self, where: Path | URL, engine: Engine, *, readonly: bool) -> None:
+        self.path = where if isinstance(where, Path) else None  # the SQLite file (absolute); None on a server
+        self.server_url = None if isinstance(where, Path) else where  # the server's URL; None for a file
         self.engine = engine  # for pandas.read_sql and the like; writes go through session()
         self.readonly = readonly
         # expire_on_commit=False: rows returned from a session block stay readable after it closes.
         self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, path: str | Path, *, readonly: bool = False, create: bool = True) -> Database:
-        """Open (and with `create`, create) the database at `path`; check its schema version.
+    def open(cls, target: str | Path, *, readonly: bool = False, create: bool = True) -> Database:
+        """Open (and with `create`, create) the database at `target`, a path or a SQLAlchemy URL (`locate`);
+        check its schema version.
 
         An existing file is checked read-only before anything else (see the module docstring), so a
         refused file is left byte-for-byte as it was. `readonly=True` never creates anything: a missing
         file or one without armin tables is an error.
         """
-        path = _absolute(path)
+        where = locate(target)
+        if isinstance(where, URL):
+            return cls._open_server(where, readonly=readonly, create=create)
+        path = where
         if path.is_dir():
             raise StorageError(f"database path is a directory: {path}")
         new = not path.exists() or _is_empty(path, create=create and not readonly)
@@ -72,10 +79,9 @@ class Database:
         try:
             with engine.begin() as conn:
                 if new and not inspect(conn).has_table(Meta.__tablename__):  # not created meanwhile by another
-                    Base.metadata.create_all(conn)
-                    conn.execute(insert(Meta).values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
+                    _create_schema(conn)
                 else:  # checked above already; again here, in this connection's own snapshot
-                    check_armin_schema(conn.connection.dbapi_connection, path)
+                    check_armin_schema(conn, str(path))
         except StorageError:
             engine.dispose()
             raise
@@ -84,10 +90,49 @@ class Database:
             raise StorageError(f"cannot open database {path}: {_one_line(e)}") from e
         return cls(path, engine, readonly=readonly)
 
+    @classmethod
+    def _open_server(cls, url: URL, *, readonly: bool, create: bool) -> Database:
+        """A database on a server: a database with no tables becomes an armin database (with `create`);
+        `readonly` makes every transaction of the session READ ONLY, which the server enforces."""
+        shown = url.render_as_string(hide_password=True)
+        try:
+            engine = create_engine(url, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError) as e:  # e.g. the driver (psycopg) is not installed
+            raise StorageError(f"cannot open database {shown}: {_one_line(e)}") from e
+        if readonly:
+            @event.listens_for(engine, "connect")
+            def _read_only(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                cursor.close()
+                dbapi_connection.commit()
+        try:
+            with engine.begin() as conn:
+                if not inspect(conn).get_table_names():
+                    if readonly or not create:
+                        raise StorageError(f"no armin database at {shown} (it holds no tables)")
+                    _create_schema(conn)
+                else:
+                    check_armin_schema(conn, shown)
+        except StorageError:
+            engine.dispose()
+            raise
+        except SQLAlchemyError as e:
+            engine.dispose()
+            raise StorageError(f"cannot open database {shown}: {_one_line(e)}") from e
+        return cls(url, engine, readonly=readonly)
+
     @property
     def url(self) -> str:
-        """The `sqlite:///PATH` URL of the file, e.g. for `optuna.storages.RDBStorage` (`#`, `?`, `%` escaped)."""
+        """The URL of the database, e.g. for `optuna.storages.RDBStorage`: `sqlite:///PATH` (`#`, `?`, `%` escaped)
+        for a file, the server's URL (password included) otherwise."""
+        if self.server_url is not None:
+            return self.server_url.render_as_string(hide_password=False)
         return URL.create("sqlite", database=str(self.path)).render_as_string()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.path is not None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -102,7 +147,7 @@ class Database:
             session.commit()
         except SQLAlchemyError as e:
             session.rollback()
-            raise StorageError(f"database error in {self.path}: {_one_line(e)}") from e
+            raise StorageError(f"database error in {self}: {_one_line(e)}") from e
         except BaseException:
             session.rollback()
             raise
@@ -116,13 +161,12 @@ class Database:
         already has an armin study row is armin's own, and is fine. Reads only.
         """
         with self.engine.connect() as conn:
-            raw = conn.connection.dbapi_connection
-            if raw.execute("SELECT 1 FROM armin_studies WHERE name = ?", (name,)).fetchone():
+            if conn.execute(text("SELECT 1 FROM armin_studies WHERE name = :n"), {"n": name}).first():
                 return
-            if not raw.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'studies'").fetchone():
+            if not inspect(conn).has_table("studies"):
                 return
-            if raw.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone():
-                raise StorageError(f"{self.path} already holds an Optuna study named {name!r} that armin did not "
+            if conn.execute(text("SELECT 1 FROM studies WHERE study_name = :n"), {"n": name}).first():
+                raise StorageError(f"{self} already holds an Optuna study named {name!r} that armin did not "
                                    f"create; give the armin study another name, or use another --db file")
 
     def close(self) -> None:
@@ -135,8 +179,42 @@ class Database:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __str__(self) -> str:
+        """The file's path, or the server's URL without its password: what messages name."""
+        return str(self.path) if self.server_url is None else self.server_url.render_as_string(hide_password=True)
+
     def __repr__(self) -> str:
-        return f"Database({str(self.path)!r}, readonly={self.readonly})"
+        return f"Database({str(self)!r}, readonly={self.readonly})"
+
+
+def locate(target: str | Path) -> Path | URL:
+    """What a `--db` value names: a SQLite file (an absolute path; a `sqlite:///PATH` URL means that file) or a
+    database server (a SQLAlchemy URL such as `postgresql+psycopg://user@host/db`)."""
+    if isinstance(target, Path) or "://" not in str(target):
+        return _absolute(target)
+    try:
+        url = make_url(str(target))
+    except ArgumentError as e:
+        raise StorageError(f"--db {target!r}: not a file path or a SQLAlchemy URL ({e})") from None
+    if url.get_backend_name() != "sqlite":
+        return url
+    if not url.database or url.database == ":memory:" or url.query:
+        raise StorageError(f"--db {target!r}: a sqlite URL must name a file, as sqlite:///PATH (no options)")
+    return _absolute(url.database)
+
+
+def require_file(target: str | Path | Database, what: str) -> Path:
+    """The SQLite file behind `target`; a database server is one `StorageError` line saying `what` needs a file."""
+    where = (target.path or target.server_url) if isinstance(target, Database) else locate(target)
+    if isinstance(where, URL):
+        raise StorageError(f"{what} works on a SQLite file, and {where.render_as_string(hide_password=True)} is a "
+                           f"database server: use the server's own tools (pg_dump) instead")
+    return where
+
+
+def _create_schema(conn: Connection) -> None:
+    Base.metadata.create_all(conn)
+    conn.execute(insert(Meta).values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
 
 
 def _absolute(path: str | Path) -> Path:
@@ -168,7 +246,7 @@ def copy_database(path: str | Path, target: str | Path) -> Path:
     SQLite's backup API reads the whole source inside one read transaction, through the one read-only
     open, so a live driver's writes are either all in the copy or not at all.
     """
-    src = connect_readonly(path)
+    src = connect_readonly(require_file(path, "copying a database"))
     try:
         dst = sqlite3.connect(target)
         try:
@@ -180,35 +258,35 @@ def copy_database(path: str | Path, target: str | Path) -> Path:
     return Path(target)
 
 
-def check_armin_schema(con: sqlite3.Connection, path: Path) -> None:
-    """Raise `StorageError` (one line naming the file and what it holds) unless `con` is an armin database
-    of this schema version."""
-    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+def check_armin_schema(conn: Connection, where: str) -> None:
+    """Raise `StorageError` (one line naming the file or server and what it holds) unless `conn` is an armin
+    database of this schema version. Reads only."""
+    tables = sorted(inspect(conn).get_table_names())
     if Meta.__tablename__ not in tables:
-        raise StorageError(f"{path} is not an armin database: it holds {_contents(con, tables)}; use another --db "
+        raise StorageError(f"{where} is not an armin database: it holds {_contents(conn, tables)}; use another --db "
                            f"file")
-    row = con.execute(f"SELECT value FROM {Meta.__tablename__} WHERE key = ?", (SCHEMA_VERSION_KEY,)).fetchone()
-    stored = row[0] if row else None
+    stored = conn.execute(text(f"SELECT value FROM {Meta.__tablename__} WHERE key = :k"),
+                          {"k": SCHEMA_VERSION_KEY}).scalar()
     if stored != str(SCHEMA_VERSION):
         older = stored is not None and stored.isdigit() and int(stored) < SCHEMA_VERSION
         if older:
             todo = "run `armin db upgrade --db FILE` (it keeps a full backup first), or use a new --db file"
         else:
             todo = "use a new --db file, or read this one with the armin release that wrote it"
-        raise StorageError(f"{path} was written by {'an older' if older else 'another'} armin (schema version "
+        raise StorageError(f"{where} was written by {'an older' if older else 'another'} armin (schema version "
                            f"{stored}; this armin reads version {SCHEMA_VERSION}): {todo}")
 
 
-def _contents(con: sqlite3.Connection, tables: list[str]) -> str:
-    """What a non-armin SQLite file holds, in a few words: an Optuna storage and its studies, or its tables."""
+def _contents(conn: Connection, tables: list[str]) -> str:
+    """What a non-armin database holds, in a few words: an Optuna storage and its studies, or its tables."""
     if {"studies", "trials", "version_info"} <= set(tables):
-        names = [r[0] for r in con.execute("SELECT study_name FROM studies ORDER BY study_id LIMIT 6")]
+        names = list(conn.execute(text("SELECT study_name FROM studies ORDER BY study_id LIMIT 6")).scalars())
         shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
         return f"an Optuna storage without armin's tables (Optuna studies: {shown or 'none'})"
     if not tables:
         return "no tables"
     shown = ", ".join(tables[:5]) + (f", ... ({len(tables)} tables)" if len(tables) > 5 else "")
-    return f"SQLite tables {shown}"
+    return f"{'SQLite ' if conn.dialect.name == 'sqlite' else ''}tables {shown}"
 
 
 def _is_empty(path: Path, *, create: bool) -> bool:
@@ -218,16 +296,17 @@ def _is_empty(path: Path, *, create: bool) -> bool:
         if not create:
             raise StorageError(f"{path} is empty (0 bytes), not an armin database")
         return True
-    con = connect_readonly(path)
+    engine = create_engine("sqlite://", creator=lambda: connect_readonly(path), poolclass=NullPool)
     try:
-        if create and con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
-            return True  # a SQLite file with nothing in it (e.g. only a header) is as good as empty
-        check_armin_schema(con, path)
-        return False
-    except sqlite3.Error as e:  # e.g. "file is not a database"
+        with engine.connect() as conn:
+            if create and conn.exec_driver_sql("SELECT COUNT(*) FROM sqlite_master").scalar() == 0:
+                return True  # a SQLite file with nothing in it (e.g. only a header) is as good as empty
+            check_armin_schema(conn, str(path))
+            return False
+    except SQLAlchemyError as e:  # e.g. "file is not a database"
         raise StorageError(f"cannot open database {path}: {_one_line(e)}") from e
     finally:
-        con.close()
+        engine.dispose()
 
 
 def _make_engine(path: Path, *, readonly: bool) -> Engine:

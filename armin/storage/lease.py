@@ -5,9 +5,9 @@ holder: a random `owner` token, `host`, `pid`, the process's start time (`pid_st
 reused pid from the holder on Linux), `since` and `heartbeat` (UTC, ISO 8601). No table changes:
 the row lives in the key/value table every armin file already has.
 
-Every step is ONE SQL statement, so SQLite's single writer makes it atomic, and each checks its
-affected row count:
-- take: `INSERT OR IGNORE` the row (one winner among drivers racing for a free lease);
+Every step is ONE SQL statement, so it is atomic (SQLite's single writer; a server's unique key), and each
+checks its affected row count:
+- take: `INSERT ... ON CONFLICT DO NOTHING` the row (one winner among drivers racing for a free lease);
 - take over a stale lease: `UPDATE ... WHERE key = ? AND value = ?` with the exact value read
   (compare-and-swap: of two drivers taking over the same stale lease, one updates 1 row, the other 0);
 - renew (the heartbeat) and release: the same compare-and-swap on our own last value, so a driver
@@ -29,7 +29,7 @@ from datetime import datetime
 
 from sqlalchemy import text
 
-from armin.errors import ArminError
+from armin.errors import LeaseLost, StudyBusy
 from armin.storage.db import Database
 from armin.storage.models import utcnow
 
@@ -39,12 +39,8 @@ HEARTBEAT_S = 5.0  # seconds between heartbeats of a running driver
 STALE_AFTER_S = 60.0  # seconds without a heartbeat after which another host's lease is taken over
 
 
-class StudyBusy(ArminError):
-    """Another live driver holds the study's lease; the message names it in one line."""
-
-
-class LeaseLost(ArminError):
-    """This driver's lease was taken over (its heartbeat stopped for longer than STALE_AFTER_S)."""
+# One statement, on SQLite and PostgreSQL alike: the row if the key is free, nothing otherwise (rowcount 0).
+_TAKE = text("INSERT INTO armin_meta (key, value) VALUES (:k, :v) ON CONFLICT (key) DO NOTHING")
 
 
 def lease_key(study_name: str) -> str:
@@ -89,7 +85,7 @@ class DriverLease:
                 "since": now, "heartbeat": now}
         lease = cls(db, study_name, mine)
         with db.session() as s:
-            got = s.execute(text("INSERT OR IGNORE INTO armin_meta (key, value) VALUES (:k, :v)"),
+            got = s.execute(_TAKE,
                             {"k": lease.key, "v": lease._text}).rowcount
         if got == 1:
             return lease
@@ -98,7 +94,7 @@ class DriverLease:
                 held = s.execute(text("SELECT value FROM armin_meta WHERE key = :k"), {"k": lease.key}).scalar()
             if held is None:
                 with db.session() as s:
-                    got = s.execute(text("INSERT OR IGNORE INTO armin_meta (key, value) VALUES (:k, :v)"),
+                    got = s.execute(_TAKE,
                                     {"k": lease.key, "v": lease._text}).rowcount
             else:
                 holder = json.loads(held)

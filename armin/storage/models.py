@@ -11,6 +11,8 @@ Conventions the rest of armin relies on:
   table keeps value and kind consistent.
 - Anything a report filters on (state, arm, component flags, seed) is a typed column, not JSON.
 - Changing any table means bumping `SCHEMA_VERSION`; `Database.open` refuses files of another version.
+- Integers that may pass 2**31 are `BigInteger` (63-bit seeds, parameter counts, bytes, FLOPs): the same
+  INTEGER storage in SQLite, BIGINT on a server, whose INTEGER is 32-bit.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
+from armin.errors import StorageError
+
 SCHEMA_VERSION = 2  # bump on any change to the tables below; old files are then refused, not migrated
 # 1 -> 2: the spec history (armin_spec_versions, armin_trials.spec_version); trial costs without warm-up
 # (armin_costs.warmup_s, warmup_steps, cpu_time_per_step_s; peak_memory_bytes is tensor memory of one step,
@@ -47,6 +51,32 @@ STUDY_KINDS = ("search", "ablation")
 #: "complete": every slot has a result; "failed": the study ended with slots that failed for good
 #: (results < slots; `armin study status` says how many); "interrupted": Ctrl-C/SIGTERM; "running".
 STUDY_STATUSES = ("running", "complete", "interrupted", "failed")
+
+
+#: The typed copies of the ModelConfig factors on armin_trials, so reports filter without parsing JSON: column name ->
+#: the ModelConfig attribute it copies (dotted for a nested dataclass). The one list: the driver's and the benchmark's
+#: writes (`component_values`) and the `trials` view of `armin query` use it; tests check it against ModelConfig.
+COMPONENT_COLUMNS: dict[str, str] = {
+    "arch": "arch",
+    "formulation": "formulation",
+    "addressing": "addressing",
+    "cell": "cell",
+    "read": "read",
+    "temperature_kind": "temperature.kind",  # the temperature schedule's kind
+    "hidden_size": "hidden_size",
+    "n_slots": "n_slots",
+}
+
+
+def component_values(model: Any) -> dict[str, Any]:
+    """The `armin_trials` component columns of a `ModelConfig` (`Trial(**component_values(run.model), ...)`)."""
+    out = {}
+    for column, attribute in COMPONENT_COLUMNS.items():
+        value = model
+        for part in attribute.split("."):
+            value = getattr(value, part)
+        out[column] = value
+    return out
 
 
 def utcnow() -> datetime:
@@ -199,8 +229,6 @@ class Study(Base):
     def find_or_raise_by_name(cls, session: Session, name: str) -> Study:
         study = session.scalar(select(cls).where(cls.name == name))
         if study is None:
-            from armin.storage.db import StorageError  # db.py imports this module; import late
-
             raise StorageError(f"no study named {name!r} in {_db_path(session)}")
         return study
 
@@ -246,7 +274,7 @@ class Trial(Base):
     optuna_trial_id: Mapped[int | None] = mapped_column()  # Optuna's `trials.trial_id` in this file; None if unsampled
     config_id: Mapped[int] = mapped_column()  # which configuration of the study; all its seeds and retries share it
     replicate: Mapped[int] = mapped_column()  # 0-based seed index within the configuration
-    seed: Mapped[int] = mapped_column()  # the RunConfig seed actually used, derived from (study seed, arm, replicate)
+    seed: Mapped[int] = mapped_column(BigInteger)  # the RunConfig seed used (63-bit: seeding.derive_seed of study seed, ...)
     spec_version: Mapped[int] = mapped_column(default=1, server_default="1")  # the armin_spec_versions.version it ran under
     attempt: Mapped[int] = mapped_column(default=1)  # 1-based; > 1 for retries of a LOST/FAILED attempt
     retry_of_id: Mapped[int | None] = mapped_column(
@@ -257,13 +285,13 @@ class Trial(Base):
     params_json: Mapped[str] = mapped_column(Text, default="{}")  # the searched parameters only, JSON
     config_json: Mapped[str] = mapped_column(Text, default="{}")  # the full resolved RunConfig, JSON
 
-    # Typed copies of the ModelConfig factors, so reports filter without parsing JSON; None if not applicable.
+    # The component columns (COMPONENT_COLUMNS: typed copies of the ModelConfig factors); None if not applicable.
     arch: Mapped[str | None] = mapped_column(String)
     formulation: Mapped[str | None] = mapped_column(String)
     addressing: Mapped[str | None] = mapped_column(String)
     cell: Mapped[str | None] = mapped_column(String)
     read: Mapped[str | None] = mapped_column(String)
-    temperature_kind: Mapped[str | None] = mapped_column(String)  # the temperature schedule's kind
+    temperature_kind: Mapped[str | None] = mapped_column(String)
     hidden_size: Mapped[int | None] = mapped_column()
     n_slots: Mapped[int | None] = mapped_column()
     arm: Mapped[str | None] = mapped_column(String)  # the ablation arm's name; None in a search
@@ -296,8 +324,6 @@ class Trial(Base):
     def find_or_raise_by_number(cls, session: Session, study_id: int, number: int) -> Trial:
         trial = session.scalar(select(cls).where(cls.study_id == study_id, cls.number == number))
         if trial is None:
-            from armin.storage.db import StorageError  # db.py imports this module; import late
-
             raise StorageError(f"no trial number {number} in study id {study_id} in {_db_path(session)}")
         return trial
 
@@ -340,7 +366,7 @@ class Cost(Base):
     __tablename__ = "armin_costs"
 
     trial_id: Mapped[int] = mapped_column(ForeignKey("armin_trials.id", ondelete="CASCADE"), primary_key=True)
-    n_params: Mapped[int] = mapped_column()  # trainable parameters of the model
+    n_params: Mapped[int] = mapped_column(BigInteger)  # trainable parameters of the model
     time_per_step_s: Mapped[float] = mapped_column(Float)  # training steps after the warm-up only; 0: none timed
     steps_per_s: Mapped[float] = mapped_column(Float)
     wall_time_s: Mapped[float] = mapped_column(Float)  # whole run, evaluation included (C++ loop loaded before)
@@ -382,7 +408,7 @@ class CostProfile(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("armin_studies.id", ondelete="CASCADE"))
     arm: Mapped[str] = mapped_column(String)
     config_json: Mapped[str] = mapped_column(Text)  # the RunConfig profiled (seed: the study's first), JSON
-    n_params: Mapped[int] = mapped_column()
+    n_params: Mapped[int] = mapped_column(BigInteger)
     flops_per_step: Mapped[int] = mapped_column(BigInteger)  # torch.utils.flop_counter, forward + backward, eager loop
     peak_step_bytes: Mapped[int | None] = mapped_column(BigInteger)  # as armin_costs.peak_memory_bytes; NULL: diverged
     batch_size: Mapped[int] = mapped_column()
@@ -419,6 +445,9 @@ class CostSample(Base):
 
 
 def _db_path(session: Session) -> str:
-    """The database file behind a session, for error messages."""
-    database = session.get_bind().url.database or "the database"
+    """The database file (or server) behind a session, for error messages."""
+    url = session.get_bind().url
+    if url.get_backend_name() != "sqlite":
+        return url.render_as_string(hide_password=True)
+    database = url.database or "the database"
     return unquote(database.removeprefix("file:"))  # readonly engines use a `file:` URI

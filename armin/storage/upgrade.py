@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import URL
 from sqlalchemy.schema import CreateTable
 
-from armin.storage.db import BUSY_TIMEOUT_MS, StorageError, connect_readonly, copy_database
+from armin.storage.db import BUSY_TIMEOUT_MS, StorageError, connect_readonly, copy_database, require_file
 from armin.storage.models import SCHEMA_VERSION, SCHEMA_VERSION_KEY, Base, Meta
 
 #: The oldest schema version `upgrade` knows how to bring forward.
@@ -56,7 +56,7 @@ def stored_version(path: Path) -> int:
 
 def upgrade(path: str | Path) -> Upgraded:
     """Upgrade the armin database at `path` in place (after a full backup); see the module docstring."""
-    path = Path(path).expanduser().absolute()
+    path = require_file(path, "armin db upgrade")
     if not path.is_file():
         raise StorageError(f"no database at {path}")
     version = stored_version(path)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from armin.errors import ArminError
+from armin.errors import DataError
 
 CACHE_ENV = "ARMIN_CACHE_DIR"  # overrides the cache directory (tests point it at tmp_path)
 DEFAULT_CACHE_DIR = Path("~/.cache/armin")
@@ -34,10 +34,6 @@ CACHE_FORMAT = 1  # bump when a prepared form changes: old cache files are then 
 MB = 1_000_000  # bytes, for messages
 NOTE_BYTES = 5 * MB  # sources at least this large announce their first (slow) parse
 NOTE_SECONDS = 1.0  # a first parse that took at least this long says so when done
-
-
-class DataError(ArminError):
-    """A data file is missing, truncated or malformed; the message names the file and what was expected."""
 
 
 def cache_dir() -> Path:

@@ -39,10 +39,20 @@ def count(db: Database, model) -> int:
 
 
 @pytest.fixture
-def db(tmp_path):
-    database = Database.open(tmp_path / "armin.db")
+def db(db_target):
+    """A new armin database: a SQLite file, and a PostgreSQL database when the tests have a server (conftest)."""
+    database = Database.open(db_target)
     yield database
     database.close()
+
+
+# What each backend calls a violated constraint (the driver's own message, in StorageError's one line).
+VIOLATION = {"sqlite": {"unique": "UNIQUE", "check": "CHECK"},
+             "postgresql": {"unique": "violates unique constraint", "check": "violates check constraint"}}
+
+
+def violation(db: Database, kind: str) -> str:
+    return VIOLATION[db.engine.dialect.name][kind]
 
 
 # ---- creating, reopening, versions ----------------------------------------------------------------
@@ -58,8 +68,8 @@ def test_create_writes_schema_version_and_reopens(tmp_path):
     Database.open(path, readonly=True).close()
 
 
-def test_wal_mode_is_on(db):
-    with db.engine.connect() as conn:
+def test_wal_mode_is_on(tmp_path):
+    with Database.open(tmp_path / "armin.db") as db, db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
@@ -154,7 +164,7 @@ def test_duplicate_trial_number_is_rejected(db):
         study = make_study()
         study.trials.append(make_trial(0))
         s.add(study)
-    with pytest.raises(StorageError, match="UNIQUE") as info:
+    with pytest.raises(StorageError, match=violation(db, "unique")) as info:
         with db.session() as s:
             study = Study.find_or_raise_by_name(s, "s")
             s.add(make_trial(0, study_id=study.id, attempt=2))
@@ -178,7 +188,7 @@ def test_unknown_study_name_is_a_storage_error(db):
 
 
 def test_value_without_matching_kind_is_rejected(db):
-    with pytest.raises(StorageError, match="CHECK"):
+    with pytest.raises(StorageError, match=violation(db, "check")):
         with db.session() as s:
             study = make_study()
             study.trials.append(make_trial(0, value=1.0, value_kind=ValueKind.NAN))
@@ -280,7 +290,7 @@ def test_optuna_shares_the_file(db):
     study.optimize(lambda t: t.suggest_float("lr", 0.0, 1.0), n_trials=1)
     storage.engine.dispose()
     db.close()
-    with Database.open(db.path) as again:
+    with Database.open(db.url) as again:
         tables = set(inspect(again.engine).get_table_names())
         assert {"studies", "trials", "armin_studies", "armin_trials", "armin_meta"} <= tables
         with again.session() as s:
