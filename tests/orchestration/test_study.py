@@ -14,7 +14,8 @@ from spec_files import write
 from armin.orchestration.driver import Driver
 from armin.orchestration.plans import SearchPlan
 from armin.orchestration.spec import load_spec
-from armin.orchestration.worker import Fault
+from armin.orchestration.executors import RayExecutor
+from armin.orchestration.testing import Fault, FaultyExecutor
 from armin.storage import LOST_BY_DRIVER, Database, Study, Trial, TrialState
 
 TINY = {
@@ -44,7 +45,8 @@ def spec_dict(**sections):
 def run_study(tmp_path, data, *, faults=None, db_name="armin.db"):
     path = write(tmp_path, data, "spec.toml")
     db = Database.open(tmp_path / db_name)
-    progress = Driver(SearchPlan(load_spec(path)), path.read_text(), db, faults=faults).run()
+    executor = FaultyExecutor(RayExecutor(), faults) if faults else None  # faults ride in the jobs Ray runs
+    progress = Driver(SearchPlan(load_spec(path)), path.read_text(), db, executor=executor).run()
     return db, progress
 
 
