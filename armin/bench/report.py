@@ -1,8 +1,9 @@
 """`armin bench report`: time `armin report` on a synthetic ablation of many trials (default 10,000).
 
 The database is written the way the driver writes it (same schema, same spec JSON, rows built by
-`armin.storage.writer`, the driver's writer) but with values drawn from known distributions instead of training, so the benchmark takes seconds. It
-prints the time of each phase of the report and the total against the 10-second budget.
+`armin.storage.writer`, the driver's writer) but with values drawn from known distributions
+instead of training, so the benchmark takes seconds. It prints the time of each phase of the
+report and the total against the 10-second budget.
 """
 
 from __future__ import annotations

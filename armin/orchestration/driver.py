@@ -4,8 +4,9 @@ An executor (`armin.orchestration.executors`: Ray by default, or in-process thre
 trials; they only ever talk back to this process, which is what makes one SQLite file safe (one
 writer, `armin.storage.writer`) and lets workers live on other machines with no shared disk.
 
-Units of work. A `Plan` (armin.orchestration.plans) says which (configuration, seed) *slots* a
-study has: configurations asked from Optuna x seeds for a search, arms x seeds for an ablation.
+Units of work. A `Design` (armin.orchestration.plans) says which (configuration, seed) *slots* a
+study has: configurations asked from its sampler (Optuna) x seeds for a search, arms x seeds for an
+ablation (no sampler).
 Every attempt at a slot is one row in `armin_trials`. A slot is finished when an attempt gives a
 result (complete, pruned, diverged) or fails for good; which failed attempts are re-run (linked
 to the attempt they replace) is `armin.storage.failures`'s rule, read from the slot's rows: a trial
@@ -37,7 +38,7 @@ from armin.costs.settings import driver_rounds
 from armin.errors import ArminError
 from armin.orchestration.executors.base import Executor, Failure
 from armin.orchestration.failures import unfinished
-from armin.orchestration.plans import Plan, Slot
+from armin.orchestration.plans import Design, Slot
 from armin.orchestration.provenance import git_commit, versions
 from armin.orchestration.worker import Job
 from armin.storage import Database, Study, Trial, TrialState, writer
@@ -53,7 +54,7 @@ INTERRUPT_NAMES = {signal.SIGINT: "the user (Ctrl-C)", signal.SIGTERM: "SIGTERM"
 class Running:
     row_id: int
     slot: Slot
-    handle: object  # the plan's handle (an Optuna trial in a search)
+    handle: object  # the sampler's handle (an Optuna trial in a search; None in an ablation)
     run: object  # the executor's handle
     last_value: float | None = None
 
@@ -103,7 +104,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Driver:
-    def __init__(self, plan: Plan, spec_text: str, db: Database, *, address: str | None = None,
+    def __init__(self, plan: Design, spec_text: str, db: Database, *, address: str | None = None,
                  executor: Executor | None = None, max_parallel: int | None = None, force: bool = False,
                  command: str | None = None, on_progress: Callable[[Progress], None] | None = None):
         """`executor`: what runs the trials; None is Ray (`address`: --address, see `armin.orchestration.cluster`)."""
@@ -112,6 +113,7 @@ class Driver:
 
             executor = RayExecutor(address)
         self.plan, self.spec_text, self.db, self.executor = plan, spec_text, db, executor
+        self.sampler = plan.sampler()  # None for an ablation: its design fixes every slot
         self.max_parallel, self.force = max_parallel, force
         self.command = command or " ".join(sys.argv)
         self.on_progress = on_progress or (lambda p: None)
@@ -191,7 +193,8 @@ class Driver:
                 elif self.plan.retryable(slots[slot.key]):
                     self.pending.append(Slot(slot.config_id, slot.replicate, slot.params, slot.seed, slot.arm,
                                              row.attempt + 1, row.id))
-        self.plan.cleanup_stale()  # after our session: Optuna writes the same file
+        if self.sampler is not None:
+            self.sampler.cleanup_stale()  # after our session: Optuna writes the same file
 
     def refresh(self) -> None:
         """Ask a growing plan again, from the database, and queue the slots it adds."""
@@ -212,8 +215,10 @@ class Driver:
             self.refresh()
         if self.pending:
             slot = self.pending.pop(0)
-            return slot, self.plan.handle_for(slot)
-        fresh = self.plan.new_slot()
+            return slot, None if self.sampler is None else self.sampler.handle_for(slot)
+        if self.sampler is None:
+            return None
+        fresh = self.sampler.new_slot(len({config_id for config_id, _ in self.expected}))
         if fresh is None:
             return None
         slot, handle, others = fresh
@@ -224,9 +229,10 @@ class Driver:
     def launch(self, slot: Slot, handle: object) -> None:
         run = self.plan.build_run(slot)
         mapping = to_mapping(run)
+        optuna_trial_id = None if handle is None else self.sampler.trial_id(handle)
         with self.db.session() as s:
             row_id = writer.start_attempt(
-                s, study_id=self.study_id, optuna_trial_id=self.plan.trial_id(handle), config_id=slot.config_id,
+                s, study_id=self.study_id, optuna_trial_id=optuna_trial_id, config_id=slot.config_id,
                 replicate=slot.replicate, seed=slot.seed, attempt=slot.attempt, retry_of_id=slot.retry_of_id,
                 arm=slot.arm, spec_version=self.spec_version, params=slot.params, run_mapping=mapping, model=run.model)
             number = s.get(Trial, row_id).number
@@ -257,9 +263,9 @@ class Driver:
         with self.db.session() as s:
             writer.record_eval(s, run.row_id, step, metrics)
         value = metrics.get(self.plan.objective.metric)
-        if value is None or not math.isfinite(value):
+        if self.sampler is None or value is None or not math.isfinite(value):
             return
-        if self.plan.report(run.handle, value, step):
+        if self.sampler.report(run.handle, value, step):
             self.executor.cancel(run.run)
             self.finish(run, TrialState.PRUNED, value=value)
 
@@ -280,7 +286,8 @@ class Driver:
             slot = run.slot
             mine = s.query(Trial).filter_by(study_id=self.study_id, config_id=slot.config_id, seed=slot.seed)
             history = slot_histories(mine.order_by(Trial.number).all())[slot.key]
-        self.plan.tell(run.handle, state, value)  # after our session commits: Optuna writes the same file
+        if self.sampler is not None:
+            self.sampler.tell(run.handle, state, value)  # after our session commits: Optuna writes the same file
         self.executor.done(run.run)
         self.count(state, value)
         self.stale = True
@@ -331,7 +338,8 @@ class Driver:
 
     def _run(self) -> Progress:
         self.study_id = self.open_study()
-        self.plan.open(self.db.url)
+        if self.sampler is not None:
+            self.sampler.open(self.db.url)
         self.recover()  # with the lease held, every RUNNING row is a dead driver's
         self.initial_progress()
         limit = self.max_parallel or self.parallel_capacity()

@@ -1,4 +1,4 @@
-"""What runs where a trial runs (a Ray worker, or a thread of the driver): one training run, streamed back as plain events.
+"""What runs where a trial runs (a Ray worker, or a driver's thread): one training run, streamed back as events.
 
 Workers never open the database (the driver is its only writer) and never see Optuna: they get a
 `Job` (a resolved RunConfig as a mapping, and its resources) and yield events:
