@@ -14,7 +14,7 @@ import signal
 import optuna
 import pytest
 from spec_files import write
-from test_study import spec_dict, trials
+from test_study import pruned_search, spec_dict, trials
 
 from armin.config import to_mapping
 from armin.orchestration.driver import Driver, Interrupted
@@ -107,12 +107,7 @@ def test_a_dead_drivers_running_rows_are_lost_to_it_and_rerun_once(tmp_path):
 
 
 def test_the_pruner_stops_bad_trials_early(tmp_path):
-    data = spec_dict(train={"steps": 60, "eval_every": 10},
-                     search={"n_trials": 8, "seeds_per_config": 1, "pruner": "median", "n_startup_trials": 2,
-                             "n_warmup_steps": 0},
-                     space={"model.hidden_size": {"choices": [2, 16]},
-                            "model.addressing": {"choices": ["hidden", "input_only"]}})
-    db, progress = run_inline(tmp_path, data)
+    db, progress = run_inline(tmp_path, pruned_search())
     pruned = [(t, m) for t, m, _ in trials(db) if t.state == TrialState.PRUNED]
     assert progress.done == 8 and pruned
     for t, metrics in pruned:

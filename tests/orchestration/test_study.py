@@ -91,13 +91,17 @@ def test_rerunning_a_finished_study_adds_nothing(ray_cluster, tmp_path):
     assert [(t.number, t.state) for t, _, _ in trials(db)] == before
 
 
-def test_pruner_stops_bad_trials_early(ray_cluster, tmp_path):
-    data = spec_dict(train={"steps": 60, "eval_every": 10},
+def pruned_search():
+    """Eight configurations, some tiny: the median pruner stops some of them before their 60 steps."""
+    return spec_dict(train={"steps": 60, "eval_every": 10},
                      search={"n_trials": 8, "seeds_per_config": 1, "pruner": "median", "n_startup_trials": 2,
                              "n_warmup_steps": 0},
                      space={"model.hidden_size": {"choices": [2, 16]},
                             "model.addressing": {"choices": ["hidden", "input_only"]}})
-    db, progress = run_study(tmp_path, data)
+
+
+def test_pruner_stops_bad_trials_early(ray_cluster, tmp_path):
+    db, progress = run_study(tmp_path, pruned_search())
     rows = trials(db)
     pruned = [(t, m) for t, m, _ in rows if t.state == TrialState.PRUNED]
     assert progress.done == 8 and pruned
