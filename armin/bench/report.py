@@ -45,6 +45,7 @@ def synthesize(db_path: Path, n_trials: int, seed: int = 0) -> None:
     from armin.orchestration.ablation_spec import build_arm_run, parse_ablation
     from armin.orchestration.plans import AblationPlan
     from armin.storage import Cost, Database, Metric, Trial, TrialState, writer
+    from armin.tasks import build_task
 
     rng = np.random.default_rng(seed)
     n_seeds = max(n_trials // 4, 2)
@@ -55,20 +56,25 @@ def synthesize(db_path: Path, n_trials: int, seed: int = 0) -> None:
         study = writer.new_study(s, name=plan.name, kind="ablation", goal=plan.goal, spec_text=text,
                                  spec_json=plan.spec_json(), spec_hash=plan.digest(), command="armin bench report",
                                  versions={}, status="complete")
+        writer.add_spec_version(study, forced=False, changes=None, command="armin bench report")
         trials, metrics, costs = [], [], []
         for config_id, arm in enumerate(plan.spec.arms):
             m = dict(arm.overrides)
             effect = 2.0 * (m["model.addressing"] == "tardis") + 1.0 * (m["model.cell"] == "lstm")
             run = build_arm_run(plan.spec, arm, plan.spec.seeds[0])  # the arm's model; its runs differ by seed only
-            mapping = to_mapping(run)
+            mapping, data_source = to_mapping(run), build_task(run.task).data_source
             for rep, run_seed in enumerate(plan.spec.seeds):
                 tid = len(trials) + 1
                 final = 10 + effect + rng.normal(0, 1)
+                step_s = 0.03 * (1 + 0.1 * effect) * rng.lognormal(0, 0.05)
+                result = dict(data_source=data_source, n_params=90_000, steps_per_s=30.0, wall_time_s=150.0,
+                              time_per_step_s=step_s, cpu_time_per_step_s=step_s,  # one thread: CPU time = wall
+                              peak_memory_bytes=400 * 2**20)
                 trials.append(dict(
                     writer.trial_row(study_id=study.id, number=tid - 1, config_id=config_id, replicate=rep,
                                      seed=run_seed, params=m, run_mapping={**mapping, "seed": run_seed},
                                      model=run.model, arm=arm.name),
-                    id=tid, **writer.worker_fields(host="bench", device="cpu"),
+                    id=tid, **writer.worker_fields(host="bench", device="cpu"), **writer.result_fields(result),
                     **writer.outcome_fields(TrialState.COMPLETE, value=final)))
                 for i, step in enumerate(STEPS):
                     frac = (i + 1) / len(STEPS)
@@ -76,10 +82,7 @@ def synthesize(db_path: Path, n_trials: int, seed: int = 0) -> None:
                                   bits_error=final + 20 * (1 - frac), read_entropy=2.0 * (1 - frac), slot_usage=0.3,
                                   temperature=1.0)
                     metrics += writer.metric_rows(tid, step, values)
-                costs.append(writer.cost_row(dict(n_params=90_000,
-                                                  time_per_step_s=0.03 * (1 + 0.1 * effect) * rng.lognormal(0, 0.05),
-                                                  steps_per_s=30.0, wall_time_s=150.0, peak_memory_bytes=400 * 2**20),
-                                             tid))
+                costs.append(writer.cost_row(result, tid))
         for table, rows in ((Trial, trials), (Metric, metrics), (Cost, costs)):
             s.execute(insert(table.__table__), rows)
     db.close()

@@ -108,9 +108,14 @@ def cost_row(result: Any, trial_id: int) -> dict:
     return {c.key: getattr(cost, c.key) for c in Cost.__table__.columns if c.key != "id"}
 
 
+def result_fields(result: dict) -> dict:
+    """What a result (a RunResult's dict) adds to its trial row: where its data came from."""
+    return dict(data_source=result.get("data_source"))
+
+
 def record_result(s: Session, trial_id: int, result: dict) -> None:
     """What a result carries beyond the outcome: where its data came from, and its costs."""
-    _update(s, trial_id, dict(data_source=result.get("data_source")))
+    _update(s, trial_id, result_fields(result))
     s.add(Cost(**cost_row(result, trial_id)))
 
 

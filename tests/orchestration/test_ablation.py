@@ -14,8 +14,8 @@ from armin.errors import ConfigError
 from armin.model import build_model
 from armin.orchestration.ablation_spec import build_arm_run, contract_hash, load_ablation
 from armin.orchestration.driver import Driver, StudyChanged
-from armin.orchestration.plans import AblationPlan
 from armin.orchestration.executors import RayExecutor
+from armin.orchestration.plans import AblationPlan
 from armin.orchestration.testing import Fault, FaultyExecutor
 from armin.seeding import INIT, derive_seed
 from armin.storage import Database, Study, TrialState

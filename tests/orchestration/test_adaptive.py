@@ -33,8 +33,8 @@ from armin.orchestration.ablation_spec import (
     until_settled,
 )
 from armin.orchestration.driver import Driver
-from armin.orchestration.plans import AblationPlan
 from armin.orchestration.executors import RayExecutor
+from armin.orchestration.plans import AblationPlan
 from armin.orchestration.testing import Fault, FaultyExecutor
 from armin.seeding import derive_seed
 from armin.stats import SequentialDesign, compare_arms, plan_seeds

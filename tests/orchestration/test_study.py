@@ -12,9 +12,9 @@ import pytest
 from spec_files import write
 
 from armin.orchestration.driver import Driver
+from armin.orchestration.executors import RayExecutor
 from armin.orchestration.plans import SearchPlan
 from armin.orchestration.spec import load_spec
-from armin.orchestration.executors import RayExecutor
 from armin.orchestration.testing import Fault, FaultyExecutor
 from armin.storage import LOST_BY_DRIVER, Database, Study, Trial, TrialState
 
