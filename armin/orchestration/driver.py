@@ -36,7 +36,7 @@ from armin.config import changed_paths, summarize_changes, to_mapping
 from armin.costs import hook as cost_hook
 from armin.costs.settings import driver_rounds
 from armin.errors import ArminError
-from armin.orchestration.executors.base import Executor, Failure
+from armin.orchestration.executors.base import Executor, Unfinished
 from armin.orchestration.failures import unfinished
 from armin.orchestration.plans import Design, Slot
 from armin.orchestration.provenance import git_commit, versions
@@ -242,9 +242,9 @@ class Driver:
         self.running[submitted] = Running(row_id, slot, handle, submitted)
 
     # ---- events from workers --------------------------------------------------------------------
-    def handle(self, submitted: object, event: dict | Failure) -> None:
+    def handle(self, submitted: object, event: dict | Unfinished) -> None:
         run = self.running[submitted]
-        if isinstance(event, Failure):
+        if isinstance(event, Unfinished):
             state, reason = unfinished(event)
             self.finish(run, state, reason=reason)
             return

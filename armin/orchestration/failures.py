@@ -2,7 +2,7 @@
 
 `armin.storage.failures` holds the rule that reads them back (which attempts run again); this
 module only writes reasons in its vocabulary. The executor names how a run ended without a result
-of its own (`armin.orchestration.executors.Failure`; Ray's errors are mapped in `RayExecutor`):
+of its own (`armin.orchestration.executors.Unfinished`; Ray's errors are mapped in `RayExecutor`):
 - MEMORY_MONITOR: the executor killed the worker because its *node* ran low on memory (Ray's memory
   monitor). The monitor picks its victim by policy (the newest task of the largest group), not by
   culprit, and a trial cannot pass its own memory bound, so the victim is a bystander:
@@ -20,7 +20,7 @@ A trial's own out-of-memory is a MemoryError or torch's allocator error raised i
 from __future__ import annotations
 
 from armin.errors import OutOfMemory
-from armin.orchestration.executors.base import Failure, FailureKind
+from armin.orchestration.executors.base import FailureKind, Unfinished
 from armin.orchestration.memory import GIB
 from armin.storage import TrialState
 from armin.storage.failures import MEMORY_PRESSURE, NODE_LOST
@@ -42,24 +42,24 @@ def described(e: BaseException) -> str:
 STOPPED = "the worker stopped without a result"  # the reason of a stream that ended with no result
 
 
-def unfinished(failure: Failure) -> tuple[TrialState, str]:
+def unfinished(ended: Unfinished) -> tuple[TrialState, str]:
     """The state and reason of an attempt that ended without a result of its own (module docstring)."""
-    kind = failure.kind
+    kind = ended.kind
     if kind == FailureKind.MEMORY_MONITOR:
-        used, limit = failure.used_gb, failure.node_limit_gb
+        used, limit = ended.used_gb, ended.node_limit_gb
         if used is not None and limit is not None and used > limit / 2:
             return TrialState.FAILED, (f"out of memory: Ray's memory monitor killed the trial while it used {used:.3g} "
                                        f"of its node's {limit:.3g} GB (more than half: the trial filled the node; set "
                                        f"resources.memory_gb below what the node can give)")
         mine = "" if used is None else f" (this trial used {used:.3g} GB)"
-        return TrialState.LOST, one_line(f"{MEMORY_PRESSURE}{mine}; {failure.detail}")
+        return TrialState.LOST, one_line(f"{MEMORY_PRESSURE}{mine}; {ended.detail}")
     if kind == FailureKind.NODE_LOST:
-        return TrialState.LOST, one_line(f"{NODE_LOST}; {failure.detail}")
+        return TrialState.LOST, one_line(f"{NODE_LOST}; {ended.detail}")
     if kind == FailureKind.RAISED:
-        return TrialState.FAILED, failure.detail
+        return TrialState.FAILED, ended.detail
     if kind == FailureKind.STOPPED:
         return TrialState.LOST, STOPPED
-    return TrialState.LOST, failure.detail
+    return TrialState.LOST, ended.detail
 
 
 def is_out_of_memory(e: BaseException) -> bool:

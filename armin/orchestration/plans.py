@@ -16,7 +16,6 @@ A *slot* is one (configuration, seed) to run; the driver keys slots by (config_i
 from __future__ import annotations
 
 import json
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -25,7 +24,7 @@ import pandas as pd
 from armin.config import to_mapping
 from armin.orchestration.ablation_spec import CONTRACT_SECTIONS, AblationSpec, build_arm_run, contract_hash
 from armin.orchestration.sampler import OptunaSampler
-from armin.orchestration.spec import StudySpec, build_run, spec_hash, trial_seed
+from armin.orchestration.spec import build_run, spec_hash, trial_seed
 from armin.stats import plan_seeds
 from armin.storage import Trial, TrialState
 from armin.storage.failures import retry_due

@@ -18,7 +18,7 @@ from test_study import pruned_search, spec_dict, trials
 
 from armin.config import to_mapping
 from armin.orchestration.driver import Driver, Interrupted
-from armin.orchestration.executors import Failure, FailureKind, InlineExecutor
+from armin.orchestration.executors import FailureKind, InlineExecutor, Unfinished
 from armin.orchestration.plans import SearchPlan
 from armin.orchestration.spec import build_run, load_spec
 from armin.orchestration.testing import Fault, FaultyExecutor
@@ -169,10 +169,10 @@ def test_both_executors_report_a_run_a_raising_job_and_a_killed_worker_alike(exe
             assert got is not None, f"no event within 300 s; so far {seen}"
             handle, event = got
             seen[handles[handle]].append(event)
-            if isinstance(event, Failure) or event["kind"] in ("result", "failed"):
+            if isinstance(event, Unfinished) or event["kind"] in ("result", "failed"):
                 live.remove(handle)
                 faulty.done(handle)
-    kinds = {n: [e.kind if isinstance(e, Failure) else e["kind"] for e in events] for n, events in seen.items()}
+    kinds = {n: [e.kind if isinstance(e, Unfinished) else e["kind"] for e in events] for n, events in seen.items()}
     assert kinds[0] == ["started", "eval", "eval", "result"]
     assert kinds[1] == ["started", "failed"] and "injected fault at step 10" in seen[1][-1]["reason"]
     assert kinds[2] == ["started", FailureKind.WORKER_DIED]

@@ -6,10 +6,10 @@ The two implementations are imported on first use: the worker imports `base` (th
 reasons), and both implementations import the worker.
 """
 
-from armin.orchestration.executors.base import Capacity, Event, Executor, ExecutorError, Failure, FailureKind
+from armin.orchestration.executors.base import Capacity, Event, Executor, ExecutorError, FailureKind, Unfinished
 
-__all__ = ["Capacity", "Event", "Executor", "ExecutorError", "Failure", "FailureKind", "InlineExecutor",
-           "RayExecutor", "WorkerKilled"]
+__all__ = ["Capacity", "Event", "Executor", "ExecutorError", "FailureKind", "InlineExecutor", "RayExecutor",
+           "Unfinished", "WorkerKilled"]
 _LAZY = {"InlineExecutor": "inline", "WorkerKilled": "inline", "RayExecutor": "ray_executor"}
 
 

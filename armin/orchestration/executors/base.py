@@ -2,7 +2,7 @@
 
 The driver submits a `Job` (a run as plain data) with the spec's resources and reads each run's
 events back: the worker's own events (`armin.orchestration.worker`: started, eval, result,
-failed) or a `Failure` when the run ended without saying so. A `Failure` names its cause in
+failed) or an `Unfinished` when the run ended without saying so. An `Unfinished` names its cause in
 executor-neutral words (`FailureKind`); `armin.orchestration.failures.unfinished` turns it into
 the stored state and reason, so the retry rule reads the same reasons whatever ran the trial.
 """
@@ -30,14 +30,14 @@ class FailureKind(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Failure:
+class Unfinished:
     kind: FailureKind
     detail: str  # "ErrorType: first line" of what the executor saw (the cause's, for RAISED)
     used_gb: float | None = None  # MEMORY_MONITOR: what the killed run used, if the executor knows
     node_limit_gb: float | None = None  # MEMORY_MONITOR: its node's memory limit, if known
 
 
-Event = dict | Failure  # a worker event (its "kind" key) or how the run ended without one
+Event = dict | Unfinished  # a worker event (its "kind" key) or how the run ended without one
 
 
 @dataclass(frozen=True)

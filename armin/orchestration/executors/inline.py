@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from armin.orchestration import cluster
-from armin.orchestration.executors.base import Capacity, Event, ExecutorError, Failure, FailureKind
+from armin.orchestration.executors.base import Capacity, Event, ExecutorError, FailureKind, Unfinished
 from armin.orchestration.failures import STOPPED, described
 from armin.orchestration.memory import node_memory
 from armin.orchestration.worker import Job, trial_stream
@@ -82,11 +82,11 @@ class InlineExecutor:
                 if run.cancelled:
                     return
                 self._events.put((run, event))
-            self._events.put((run, Failure(FailureKind.STOPPED, STOPPED)))
+            self._events.put((run, Unfinished(FailureKind.STOPPED, STOPPED)))
         except WorkerKilled as e:
-            self._events.put((run, Failure(FailureKind.WORKER_DIED, described(e))))
+            self._events.put((run, Unfinished(FailureKind.WORKER_DIED, described(e))))
         except Exception as e:  # outside the worker's own handler, e.g. reading its config
-            self._events.put((run, Failure(FailureKind.RAISED, described(e))))
+            self._events.put((run, Unfinished(FailureKind.RAISED, described(e))))
         finally:
             stream.close()
 

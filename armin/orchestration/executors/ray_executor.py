@@ -1,5 +1,5 @@
 """`RayExecutor`: trials as Ray streaming tasks on a local or joined cluster. Every Ray call the driver
-and its cost hooks make is here, and Ray's errors become `Failure`s here (how Ray 2.60 reports a task
+and its cost hooks make is here, and Ray's errors become `Unfinished` events here (how Ray 2.60 reports a task
 that did not finish: trials run with max_retries=0, so Ray itself retries nothing, OOM kills included):
 - OutOfMemoryError: the memory monitor killed the worker because its node ran low (MEMORY_MONITOR,
   with what the victim used and the node's limit, read from the message);
@@ -19,7 +19,7 @@ from typing import Any
 import ray
 
 from armin.orchestration import cluster
-from armin.orchestration.executors.base import Capacity, Event, ExecutorError, Failure, FailureKind
+from armin.orchestration.executors.base import Capacity, Event, ExecutorError, FailureKind, Unfinished
 from armin.orchestration.failures import STOPPED, described
 from armin.orchestration.worker import Job, trial_stream
 
@@ -39,17 +39,17 @@ def oom_kill_sizes(message: str) -> tuple[float | None, float | None]:
     return (float(used.group(1)) if used else None), (float(limit.group(1)) if limit else None)
 
 
-def failure_of(e: BaseException) -> Failure:
+def failure_of(e: BaseException) -> Unfinished:
     """A Ray error (or a lost connection) as the executor-neutral failure (module docstring)."""
     if isinstance(e, ray.exceptions.OutOfMemoryError):
         used, limit = oom_kill_sizes(str(e))
-        return Failure(FailureKind.MEMORY_MONITOR, described(e), used_gb=used, node_limit_gb=limit)
+        return Unfinished(FailureKind.MEMORY_MONITOR, described(e), used_gb=used, node_limit_gb=limit)
     if isinstance(e, _NODE_ERRORS):
-        return Failure(FailureKind.NODE_LOST, described(e))
+        return Unfinished(FailureKind.NODE_LOST, described(e))
     if isinstance(e, ray.exceptions.RayTaskError):
         cause = e.cause if isinstance(e.cause, BaseException) else e
-        return Failure(FailureKind.RAISED, described(cause))
-    return Failure(FailureKind.WORKER_DIED, described(e))
+        return Unfinished(FailureKind.RAISED, described(cause))
+    return Unfinished(FailureKind.WORKER_DIED, described(e))
 
 
 def _alive() -> list[dict]:
@@ -81,7 +81,7 @@ class RayExecutor:
         try:
             return stream, ray.get(next(stream))
         except StopIteration:
-            return stream, Failure(FailureKind.STOPPED, STOPPED)
+            return stream, Unfinished(FailureKind.STOPPED, STOPPED)
         except _ERRORS as e:
             return stream, failure_of(e)
 
