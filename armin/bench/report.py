@@ -1,9 +1,9 @@
 """`armin bench report`: time `armin report` on a synthetic ablation of many trials (default 10,000).
 
-The database is written the way the driver writes it (same schema, same spec JSON, the component columns
-from `storage.component_values`) but with values drawn from known distributions instead of training,
-so the benchmark takes seconds. It prints the time of each phase of the report and the total against
-the 10-second budget.
+The database is written the way the driver writes it (same schema, same spec JSON, rows built by
+`armin.storage.writer`, the driver's writer) but with values drawn from known distributions
+instead of training, so the benchmark takes seconds. It prints the time of each phase of the
+report and the total against the 10-second budget.
 """
 
 from __future__ import annotations
@@ -38,11 +38,14 @@ METRICS = ("train_loss", "eval_loss", "bits_error", "read_entropy", "slot_usage"
 
 
 def synthesize(db_path: Path, n_trials: int, seed: int = 0) -> None:
+    """Rows built by `armin.storage.writer`, as the driver builds them, bulk-inserted."""
     from sqlalchemy import insert
 
-    from armin.orchestration.ablation_spec import parse_ablation
-    from armin.orchestration.plans import AblationPlan, Slot
-    from armin.storage import Cost, Database, Metric, Study, Trial, component_values, utcnow
+    from armin.config import to_mapping
+    from armin.orchestration.ablation_spec import build_arm_run, parse_ablation
+    from armin.orchestration.plans import AblationPlan
+    from armin.storage import Cost, Database, Metric, Trial, TrialState, writer
+    from armin.tasks import build_task
 
     rng = np.random.default_rng(seed)
     n_seeds = max(n_trials // 4, 2)
@@ -50,33 +53,36 @@ def synthesize(db_path: Path, n_trials: int, seed: int = 0) -> None:
     plan = AblationPlan(parse_ablation(text, "<bench>"))
     db = Database.open(db_path)
     with db.session() as s:
-        study = Study(name=plan.name, kind="ablation", goal=plan.goal, spec_text=text, spec_json=plan.spec_json(),
-                      spec_hash=plan.digest(), optuna_study_name=plan.name, status="complete", created_at=utcnow(),
-                      updated_at=utcnow(), command="armin bench report", versions_json="{}")
-        s.add(study)
-        s.flush()
+        study = writer.new_study(s, name=plan.name, kind="ablation", goal=plan.goal, spec_text=text,
+                                 spec_json=plan.spec_json(), spec_hash=plan.digest(), command="armin bench report",
+                                 versions={}, status="complete")
+        writer.add_spec_version(study, forced=False, changes=None, command="armin bench report")
         trials, metrics, costs = [], [], []
         for config_id, arm in enumerate(plan.spec.arms):
             m = dict(arm.overrides)
-            components = component_values(plan.build_run(Slot(config_id, 0, m, plan.spec.seeds[0], arm=arm.name)).model)
             effect = 2.0 * (m["model.addressing"] == "tardis") + 1.0 * (m["model.cell"] == "lstm")
+            run = build_arm_run(plan.spec, arm, plan.spec.seeds[0])  # the arm's model; its runs differ by seed only
+            mapping, data_source = to_mapping(run), build_task(run.task).data_source
             for rep, run_seed in enumerate(plan.spec.seeds):
                 tid = len(trials) + 1
                 final = 10 + effect + rng.normal(0, 1)
-                trials.append(dict(id=tid, study_id=study.id, number=tid - 1, config_id=config_id, replicate=rep,
-                                   seed=run_seed, attempt=1, state="COMPLETE", value=final, value_kind="FINITE",
-                                   params_json=json.dumps(m), config_json="{}", arm=arm.name, **components,
-                                   worker_host="bench", device="cpu"))
+                step_s = 0.03 * (1 + 0.1 * effect) * rng.lognormal(0, 0.05)
+                result = dict(data_source=data_source, n_params=90_000, steps_per_s=30.0, wall_time_s=150.0,
+                              time_per_step_s=step_s, cpu_time_per_step_s=step_s,  # one thread: CPU time = wall
+                              peak_memory_bytes=400 * 2**20)
+                trials.append(dict(
+                    writer.trial_row(study_id=study.id, number=tid - 1, config_id=config_id, replicate=rep,
+                                     seed=run_seed, params=m, run_mapping={**mapping, "seed": run_seed},
+                                     model=run.model, arm=arm.name),
+                    id=tid, **writer.worker_fields(host="bench", device="cpu"), **writer.result_fields(result),
+                    **writer.outcome_fields(TrialState.COMPLETE, value=final)))
                 for i, step in enumerate(STEPS):
                     frac = (i + 1) / len(STEPS)
                     values = dict(train_loss=0.7 - 0.3 * frac, eval_loss=0.7 - 0.3 * frac,
                                   bits_error=final + 20 * (1 - frac), read_entropy=2.0 * (1 - frac), slot_usage=0.3,
                                   temperature=1.0)
-                    metrics += [dict(trial_id=tid, step=step, name=k, value=float(v), value_kind="FINITE")
-                                for k, v in values.items()]
-                costs.append(dict(trial_id=tid, n_params=90_000,
-                                  time_per_step_s=0.03 * (1 + 0.1 * effect) * rng.lognormal(0, 0.05),
-                                  steps_per_s=30.0, wall_time_s=150.0, peak_memory_bytes=400 * 2**20))
+                    metrics += writer.metric_rows(tid, step, values)
+                costs.append(writer.cost_row(result, tid))
         for table, rows in ((Trial, trials), (Metric, metrics), (Cost, costs)):
             s.execute(insert(table.__table__), rows)
     db.close()

@@ -2,11 +2,15 @@
 
 For trials of about 1, 5 and 30 seconds of training, it runs a small study through the real driver
 (Ray, Optuna, SQLite) one trial at a time and splits each trial's wall time into:
-  prepare   the driver asking Optuna and writing the trial row, up to the Ray call
+  prepare   the driver's own work before the Ray call: recording what came before (the first
+            trial: the study's set-up), asking Optuna, writing the trial row
   dispatch  Ray call -> the worker starts the trial (scheduling, argument transfer, worker start)
   trial     the worker's own time (config, model build, training, evaluation)
   transfer  the worker yields the result -> the driver has it
   write     the driver records the result (trial row, costs, Optuna tell)
+The marks are taken by `Timed`, a wrapper around the driver's executor (the driver has no timing
+code): a trial's "begun" is when the driver last got control back from the executor before
+submitting it, "written" when it says it has recorded the trial's outcome (`done`).
 and reports the overhead (everything but `trial`) as a fraction of the trial. It then runs the
 5-second study with 1 and with 2 trials at once: parallel efficiency = T(1) / (2 T(2)).
 """
@@ -84,18 +88,67 @@ def steps_for(seconds: float, fixed_s: float, step_s: float) -> int:
     return max(int((seconds - fixed_s) / step_s), 4)
 
 
+class Timed:
+    """An executor wrapper that marks each run's wall-clock times (begun, launched, started, result_sent,
+    received, written); everything else is the inner executor's."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.marks: list[dict[str, float]] = []  # every run's marks, in submission order
+        self.live: dict[int, dict[str, float]] = {}  # id(handle) -> marks, until the driver is done with it
+        self.back = time.time()  # when the driver last got control back from the executor
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def timed(*args, **kwargs):
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self.back = time.time()
+        return timed
+
+    def submit(self, job, resources):
+        begun, launched = self.back, time.time()
+        handle = self.inner.submit(job, resources)
+        self.marks.append({"begun": begun, "launched": launched})
+        self.live[id(handle)] = self.marks[-1]
+        self.back = time.time()
+        return handle
+
+    def next_event(self, handles, timeout_s):
+        got = self.inner.next_event(handles, timeout_s)
+        now = self.back = time.time()
+        if got is not None and isinstance(got[1], dict):
+            marks, event = self.live[id(got[0])], got[1]
+            if event["kind"] == "started":
+                marks["started"] = event["t"]
+            elif event["kind"] == "result":
+                marks["result_sent"], marks["received"] = event["t"], now
+        return got
+
+    def done(self, handle):
+        self.live.pop(id(handle))["written"] = time.time()
+        self.inner.done(handle)
+        self.back = time.time()
+
+
 def run_study(db_dir: Path, name: str, steps: int, trials: int, max_parallel: int):
     from armin.orchestration.driver import Driver
+    from armin.orchestration.executors.ray_executor import RayExecutor
     from armin.orchestration.plans import SearchPlan
     from armin.orchestration.spec import parse_spec
     from armin.storage import Database
 
     text = BENCH_SPEC.format(name=name, steps=steps, eval_every=max(steps // 4, 1), trials=trials)
+    timed = Timed(RayExecutor())
     driver = Driver(SearchPlan(parse_spec(text, "<bench>")), text, Database.open(db_dir / f"{name}.db"),
-                    max_parallel=max_parallel, command="armin bench study")
+                    executor=timed, max_parallel=max_parallel, command="armin bench study")
     start = time.perf_counter()
     driver.run()
-    return time.perf_counter() - start, list(driver.timings.values())
+    return time.perf_counter() - start, [m for m in timed.marks if "result_sent" in m and "written" in m]
 
 
 def overhead_row(target_s: float, trials: int, marks: list[dict]) -> OverheadRow:

@@ -1,5 +1,6 @@
 """The study driver's two cost hooks: before the trials, build the C++ loop on every node; after
-them, profile the study's arms in one Ray task with a trial's resources and store the profile.
+them, profile the study's arms in one task with a trial's resources and store the profile. Both
+run through the driver's executor (`armin.orchestration.executors`: Ray's nodes, or this process).
 
 Both are best-effort: a node that cannot build runs the Python loop (as `extension.load` says), and
 a profile that fails leaves one line on stderr and no profile (the report then says so) -- neither
@@ -13,18 +14,16 @@ import math
 import sys
 from typing import Any
 
-import ray
-
 from armin.config import from_mapping, to_mapping
 from armin.costs.profile import Profile, profile_arms
 from armin.costs.settings import Settings, driver_rounds
 from armin.costs.store import save_profile
 from armin.costs.warm import cached, prepare
+from armin.orchestration.executors.base import ExecutorError
 from armin.storage import CostProfile, Trial, TrialState
 from armin.training import RunConfig
 
 SEARCH_PROFILED = 3  # a search profiles its best configurations (by mean objective over their seeds)
-WAIT_S = 1.0  # while waiting on a hook's Ray tasks, the driver's lease is renewed this often (it rate-limits itself)
 
 
 def _say(line: str) -> None:
@@ -32,34 +31,19 @@ def _say(line: str) -> None:
 
 
 def _first_line(e: BaseException) -> str:
-    """The last line of a (Ray) error: the original exception's message."""
+    """The last line of an executor's error: the original exception's message."""
     return (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
-
-
-def _get(driver: Any, refs: list) -> list:
-    """`ray.get(refs)`, renewing the driver's lease meanwhile: a build or a profile can outlast its staleness."""
-    while True:
-        _, pending = ray.wait(refs, num_returns=len(refs), timeout=WAIT_S)
-        if not pending:
-            return ray.get(refs)
-        driver.renew_lease()
-
-
-def _on_node(node_id: str):
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
 
 
 def before_trials(driver: Any) -> None:
     """Build (or find in the cache) the C++ loop once on every alive node, before any trial starts."""
     if not driver.plan.spec.train.device.startswith("cpu"):
         return  # the C++ loop is the CPU path only
-    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    executor = driver.executor
+    nodes = executor.node_names()
 
-    def on_each_node(fn):
-        return _get(driver, [ray.remote(fn).options(num_cpus=0, max_retries=0, scheduling_strategy=_on_node(n))
-                             .remote() for n in nodes])
+    def on_each_node(fn):  # the driver's lease is renewed while waiting: a build can outlast its staleness
+        return executor.on_each_node(fn, driver.renew_lease)
 
     try:
         fresh = sum(not ok for ok in on_each_node(cached))
@@ -67,7 +51,7 @@ def before_trials(driver: Any) -> None:
             _say(f"armin: building the fused C++ loop on {fresh} of {len(nodes)} node(s) before the first trial "
                  f"(about 40 s; cached afterwards)")
         done = on_each_node(_quiet_prepare)
-    except (ray.exceptions.RayError, ConnectionError) as e:  # e.g. a node left: its trials load the loop themselves
+    except ExecutorError as e:  # e.g. a node left: its trials load the loop themselves
         _say(f"armin: warning: building the fused C++ loop on every node failed ({_first_line(e)}); each trial "
              f"loads it before its clock starts")
         return
@@ -90,17 +74,17 @@ def after_trials(driver: Any) -> None:
     if (has and driver.progress.done == driver.progress.done_at_start) or not runs or rounds == 0:
         return
     res = driver.plan.resources
-    task = ray.remote(_profile).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0)
     try:
-        profile = _get(driver, [task.remote(runs, rounds, max(1, int(res.cpus)), res.memory_gb, res.cpus)])[0]
-    except (ray.exceptions.RayError, ConnectionError) as e:
+        profile = driver.executor.call(_profile, (runs, rounds, max(1, int(res.cpus)), res.memory_gb, res.cpus), res,
+                                       driver.renew_lease)
+    except ExecutorError as e:
         _say(f"armin: warning: the cost profile failed ({_first_line(e)}); the report has no cost profile")
         return
     save_profile(driver.db, driver.study_id, profile)
 
 
 def _profile(runs: dict[str, dict], rounds: int, threads: int, memory_gb: float | None, cpus: float) -> Profile:
-    """The Ray task: runs arrive as mappings (plain data across the process boundary). It runs under a
+    """The task: runs arrive as mappings (plain data across the process boundary). It runs under a
     trial's memory bound, as the trials did, so a configuration that cannot fit fails here too instead
     of swapping the node."""
     from armin.orchestration.memory import bounded, trial_bound  # orchestration imports this module

@@ -190,7 +190,11 @@ def check_resources(where: str, cpus: float, gpus: float) -> None:
     """One trial's CPUs and GPUs must fit on one live node; otherwise Ray would queue it forever."""
     import ray
 
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    refuse_unless_fits(where, cpus, gpus, [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")])
+
+
+def refuse_unless_fits(where: str, cpus: float, gpus: float, nodes: list[dict]) -> None:
+    """`nodes`: each live node's resources ({"CPU": ..., "GPU": ...}); one of them must hold one trial."""
     if any(n.get("CPU", 0) + 1e-9 >= cpus and n.get("GPU", 0) + 1e-9 >= gpus for n in nodes):
         return
     biggest_cpu = max((n.get("CPU", 0) for n in nodes), default=0)

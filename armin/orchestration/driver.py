@@ -1,10 +1,12 @@
 """The driver: the one process that owns the sampler (Optuna, for searches) and writes the database.
 
-Workers run trials as Ray streaming tasks and only ever talk back to this process, which is what
-makes one SQLite file safe (one writer) and lets workers live on other machines with no shared disk.
+An executor (`armin.orchestration.executors`: Ray by default, or in-process threads) runs the
+trials; they only ever talk back to this process, which is what makes one SQLite file safe (one
+writer, `armin.storage.writer`) and lets workers live on other machines with no shared disk.
 
-Units of work. A `Plan` (armin.orchestration.plans) says which (configuration, seed) *slots* a
-study has: configurations asked from Optuna x seeds for a search, arms x seeds for an ablation.
+Units of work. A `Design` (armin.orchestration.plans) says which (configuration, seed) *slots* a
+study has: configurations asked from its sampler (Optuna) x seeds for a search, arms x seeds for an
+ablation (no sampler).
 Every attempt at a slot is one row in `armin_trials`. A slot is finished when an attempt gives a
 result (complete, pruned, diverged) or fails for good; which failed attempts are re-run (linked
 to the attempt they replace) is `armin.storage.failures`'s rule, read from the slot's rows: a trial
@@ -30,30 +32,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import ray
-
 from armin.config import changed_paths, summarize_changes, to_mapping
 from armin.costs import hook as cost_hook
 from armin.costs.settings import driver_rounds
 from armin.errors import MemoryBoundTooLarge, StudyChanged
-from armin.orchestration import cluster
+from armin.orchestration.executors.base import Executor, Unfinished
 from armin.orchestration.failures import unfinished
-from armin.orchestration.plans import Plan, Slot
+from armin.orchestration.plans import Design, Slot
+from armin.orchestration.worker import Job
 from armin.provenance import git_commit, versions
-from armin.orchestration.worker import Fault, trial_stream
-from armin.storage import (
-    LOST_BY_DRIVER,
-    Cost,
-    Database,
-    Metric,
-    SpecVersion,
-    Study,
-    Trial,
-    TrialState,
-    component_values,
-    encode_value,
-    utcnow,
-)
+from armin.storage import Database, Study, Trial, TrialState, writer
 from armin.storage.failures import History, count_failed_for_good, histories
 from armin.storage.lease import DriverLease, LeaseLost
 
@@ -66,8 +54,8 @@ INTERRUPT_NAMES = {signal.SIGINT: "the user (Ctrl-C)", signal.SIGTERM: "SIGTERM"
 class Running:
     row_id: int
     slot: Slot
-    handle: object  # the plan's handle (an Optuna trial in a search)
-    stream: object  # ray.ObjectRefGenerator
+    handle: object  # the sampler's handle (an Optuna trial in a search; None in an ablation)
+    run: object  # the executor's handle
     last_value: float | None = None
 
 
@@ -108,21 +96,24 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Driver:
-    def __init__(self, plan: Plan, spec_text: str, db: Database, *, address: str | None = None,
-                 max_parallel: int | None = None, force: bool = False, command: str | None = None,
-                 faults: dict[int, Fault] | None = None, on_progress: Callable[[Progress], None] | None = None):
-        self.plan, self.spec_text, self.db = plan, spec_text, db
-        self.address, self.max_parallel, self.force = address, max_parallel, force
+    def __init__(self, plan: Design, spec_text: str, db: Database, *, address: str | None = None,
+                 executor: Executor | None = None, max_parallel: int | None = None, force: bool = False,
+                 command: str | None = None, on_progress: Callable[[Progress], None] | None = None):
+        """`executor`: what runs the trials; None is Ray (`address`: --address, see `armin.orchestration.cluster`)."""
+        if executor is None:
+            from armin.orchestration.executors.ray_executor import RayExecutor  # Ray is imported only when used
+
+            executor = RayExecutor(address)
+        self.plan, self.spec_text, self.db, self.executor = plan, spec_text, db, executor
+        self.sampler = plan.sampler()  # None for an ablation: its design fixes every slot
+        self.max_parallel, self.force = max_parallel, force
         self.command = command or " ".join(sys.argv)
-        self.faults = faults or {}  # trial number -> Fault (tests only)
         self.on_progress = on_progress or (lambda p: None)
         self.running: dict[object, Running] = {}
         self.pending: list[Slot] = []
         self.expected: set[tuple[int, int]] = set()  # slot keys the plan asks for
         self.stale = False  # an attempt finished since a growing plan was last asked for its slots
         self.direction = plan.objective.direction
-        # row id -> wall-clock marks (begun, launched, started, result_sent, received, written): `armin bench study`
-        self.timings: dict[int, dict[str, float]] = {}
         self.lease_lost = False  # another driver took the study over (our heartbeat stopped too long)
 
     # ---- the study row --------------------------------------------------------------------------
@@ -137,12 +128,9 @@ class Driver:
             row = s.query(Study).filter_by(name=plan.name).one_or_none()
             if row is None:
                 sha, dirty = git_commit()
-                row = Study(name=plan.name, kind=plan.kind, goal=plan.goal, spec_text=self.spec_text,
-                            spec_json=spec_json, spec_hash=digest, optuna_study_name=plan.name,
-                            status="running", created_at=utcnow(), updated_at=utcnow(), git_commit=sha,
-                            git_dirty=dirty, command=self.command, versions_json=json.dumps(versions()))
-                s.add(row)
-                s.flush()
+                row = writer.new_study(s, name=plan.name, kind=plan.kind, goal=plan.goal, spec_text=self.spec_text,
+                                       spec_json=spec_json, spec_hash=digest, command=self.command,
+                                       versions=versions(), git_commit=sha, git_dirty=dirty)
                 self.spec_version = self.add_spec_version(row, forced=False, changes=None)
                 return row.id
             self.check_study(row)
@@ -155,7 +143,7 @@ class Driver:
                 self.spec_version = self.add_spec_version(row, forced=forced, changes=changes)
             else:
                 self.spec_version = row.spec_versions[-1].version  # ordered by version; never empty here
-            row.status, row.updated_at = "running", utcnow()
+            writer.set_status(s, row.id, "running")
             s.flush()
             return row.id
 
@@ -177,12 +165,7 @@ class Driver:
                 f"--force to continue anyway (recorded as a new spec version), or rename it")
 
     def add_spec_version(self, study: Study, *, forced: bool, changes: str | None) -> int:
-        """Append the study row's current spec as its next version; returns the version number."""
-        number = max((v.version for v in study.spec_versions), default=0) + 1
-        study.spec_versions.append(SpecVersion(version=number, spec_text=study.spec_text, spec_json=study.spec_json,
-                                               spec_hash=study.spec_hash, forced=forced, changes=changes,
-                                               command=self.command, created_at=utcnow()))
-        return number
+        return writer.add_spec_version(study, forced=forced, changes=changes, command=self.command)
 
     # ---- recovery: everything from the database -------------------------------------------------
     def recover(self) -> None:
@@ -191,9 +174,7 @@ class Driver:
             rows = s.query(Trial).filter_by(study_id=self.study_id).order_by(Trial.number).all()
             for old, new in self.plan.reconcile(rows).items():
                 print(f"armin: arm {old!r} is now named {new!r} (the same model); its runs count", file=sys.stderr)
-            for row in rows:
-                if row.state == TrialState.RUNNING:
-                    row.state, row.failure_reason, row.finished_at = TrialState.LOST, LOST_BY_DRIVER, utcnow()
+            writer.mark_lost_by_driver(rows)
             latest = {(row.config_id, row.seed): row for row in rows}
             slots = slot_histories(rows)
             for slot in self.plan.expected_slots(rows):
@@ -204,7 +185,8 @@ class Driver:
                 elif self.plan.retryable(slots[slot.key]):
                     self.pending.append(Slot(slot.config_id, slot.replicate, slot.params, slot.seed, slot.arm,
                                              row.attempt + 1, row.id))
-        self.plan.cleanup_stale()  # after our session: Optuna writes the same file
+        if self.sampler is not None:
+            self.sampler.cleanup_stale()  # after our session: Optuna writes the same file
 
     def refresh(self) -> None:
         """Ask a growing plan again, from the database, and queue the slots it adds."""
@@ -225,8 +207,10 @@ class Driver:
             self.refresh()
         if self.pending:
             slot = self.pending.pop(0)
-            return slot, self.plan.handle_for(slot)
-        fresh = self.plan.new_slot()
+            return slot, None if self.sampler is None else self.sampler.handle_for(slot)
+        if self.sampler is None:
+            return None
+        fresh = self.sampler.new_slot(len({config_id for config_id, _ in self.expected}))
         if fresh is None:
             return None
         slot, handle, others = fresh
@@ -235,76 +219,51 @@ class Driver:
         return slot, handle
 
     def launch(self, slot: Slot, handle: object) -> None:
-        begun = time.time()
         run = self.plan.build_run(slot)
+        mapping = to_mapping(run)
+        optuna_trial_id = None if handle is None else self.sampler.trial_id(handle)
         with self.db.session() as s:
-            number = (s.query(Trial.number).filter_by(study_id=self.study_id)
-                      .order_by(Trial.number.desc()).limit(1).scalar())
-            number = 0 if number is None else number + 1
-            row = Trial(study_id=self.study_id, number=number, optuna_trial_id=self.plan.trial_id(handle),
-                        config_id=slot.config_id, replicate=slot.replicate, seed=slot.seed, attempt=slot.attempt,
-                        retry_of_id=slot.retry_of_id, state=TrialState.RUNNING, arm=slot.arm,
-                        spec_version=self.spec_version,
-                        params_json=json.dumps(slot.params, sort_keys=True),
-                        config_json=json.dumps(to_mapping(run), sort_keys=True), **component_values(run.model),
-                        started_at=utcnow())
-            s.add(row)
-            s.flush()
-            row_id = row.id
+            row_id = writer.start_attempt(
+                s, study_id=self.study_id, optuna_trial_id=optuna_trial_id, config_id=slot.config_id,
+                replicate=slot.replicate, seed=slot.seed, attempt=slot.attempt, retry_of_id=slot.retry_of_id,
+                arm=slot.arm, spec_version=self.spec_version, params=slot.params, run_mapping=mapping, model=run.model)
+            number = s.get(Trial, row_id).number
         res = self.plan.resources
-        launched = time.time()
-        memory = {} if res.memory_bytes is None else {"memory": res.memory_bytes}
-        remote = ray.remote(trial_stream).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0, **memory)
-        stream = remote.remote(to_mapping(run), max(1, int(res.cpus)), self.faults.get(number),
-                               memory_gb=res.memory_gb, cpus=res.cpus)
-        self.running[stream] = Running(row_id, slot, handle, stream)
-        self.timings[row_id] = {"begun": begun, "launched": launched}
+        job = Job(run=mapping, number=number, threads=max(1, int(res.cpus)), memory_gb=res.memory_gb, cpus=res.cpus)
+        submitted = self.executor.submit(job, res)
+        self.running[submitted] = Running(row_id, slot, handle, submitted)
 
     # ---- events from workers --------------------------------------------------------------------
-    def handle(self, stream) -> None:
-        run = self.running[stream]
-        try:
-            event = ray.get(next(stream))
-        except StopIteration:
-            self.finish(run, TrialState.LOST, reason="the worker stopped without a result")
-            return
-        except (ray.exceptions.RayError, ConnectionError) as e:
-            state, reason = unfinished(e)
+    def handle(self, submitted: object, event: dict | Unfinished) -> None:
+        run = self.running[submitted]
+        if isinstance(event, Unfinished):
+            state, reason = unfinished(event)
             self.finish(run, state, reason=reason)
             return
         kind = event["kind"]
-        marks = self.timings[run.row_id]
         if kind == "started":
-            marks["started"] = event["t"]
             with self.db.session() as s:
-                row = s.get(Trial, run.row_id)
-                row.worker_host, row.device = event["host"], event["device"]
+                writer.record_worker(s, run.row_id, host=event["host"], device=event["device"])
         elif kind == "eval":
             self.record_eval(run, event["step"], event["metrics"])
         elif kind == "result":
-            marks["result_sent"], marks["received"] = event["t"], time.time()
             self.finish_result(run, event["result"])
-            marks["written"] = time.time()
         elif kind == "failed":
             self.finish(run, TrialState.FAILED, reason=event["reason"], tb=event["traceback"])
 
     def record_eval(self, run: Running, step: int, metrics: dict) -> None:
         with self.db.session() as s:
-            for name, value in metrics.items():
-                if name != "step":
-                    v, kind = encode_value(value)
-                    s.add(Metric(trial_id=run.row_id, step=step, name=name, value=v, value_kind=kind))
+            writer.record_eval(s, run.row_id, step, metrics)
         value = metrics.get(self.plan.objective.metric)
-        if value is None or not math.isfinite(value):
+        if self.sampler is None or value is None or not math.isfinite(value):
             return
-        if self.plan.report(run.handle, value, step):
-            ray.cancel(run.stream, force=True)
+        if self.sampler.report(run.handle, value, step):
+            self.executor.cancel(run.run)
             self.finish(run, TrialState.PRUNED, value=value)
 
     def finish_result(self, run: Running, result: dict) -> None:
         with self.db.session() as s:
-            s.get(Trial, run.row_id).data_source = result.get("data_source")
-            s.add(Cost.from_run_result(result, trial_id=run.row_id))
+            writer.record_result(s, run.row_id, result)
         if result["status"] == "diverged":  # a result, not a crash: never retried
             self.finish(run, TrialState.DIVERGED, diverged_step=result["diverged_step"])
         else:
@@ -313,17 +272,15 @@ class Driver:
     def finish(self, run: Running, state: TrialState, *, value: float | None = None, reason: str | None = None,
                tb: str | None = None, diverged_step: int | None = None) -> None:
         """Record an attempt's outcome, tell the plan, and queue a retry if the outcome allows one."""
-        del self.running[run.stream]
+        del self.running[run.run]
         with self.db.session() as s:
-            row = s.get(Trial, run.row_id)
-            row.state, row.finished_at = state, utcnow()
-            row.value, row.value_kind = encode_value(value)
-            row.failure_reason, row.traceback, row.diverged_step = reason, tb, diverged_step
-            s.flush()
+            writer.finish_attempt(s, run.row_id, state, value=value, reason=reason, tb=tb, diverged_step=diverged_step)
             slot = run.slot
             mine = s.query(Trial).filter_by(study_id=self.study_id, config_id=slot.config_id, seed=slot.seed)
             history = slot_histories(mine.order_by(Trial.number).all())[slot.key]
-        self.plan.tell(run.handle, state, value)  # after our session commits: Optuna writes the same file
+        if self.sampler is not None:
+            self.sampler.tell(run.handle, state, value)  # after our session commits: Optuna writes the same file
+        self.executor.done(run.run)
         self.count(state, value)
         self.stale = True
         if self.plan.retryable(history):
@@ -364,8 +321,8 @@ class Driver:
             self.check_study(s.query(Study).filter_by(name=self.plan.name).one_or_none())
         self.db.check_new_study_name(self.plan.name)  # Optuna's load_if_exists would join a foreign study
         self.lease = DriverLease.take(self.db, self.plan.name, kind=self.plan.kind)
-        try:  # Ray is joined and the resources checked before the study row or any trial is touched
-            with cluster.connected(self.address, self.plan.resources.cpus, self.plan.resources.gpus, Interrupted):
+        try:  # the cluster is joined and the resources checked before the study row or any trial is touched
+            with self.executor.connected(self.plan.resources, Interrupted):
                 return self._run()
         finally:
             if not self.lease_lost:
@@ -373,7 +330,8 @@ class Driver:
 
     def _run(self) -> Progress:
         self.study_id = self.open_study()
-        self.plan.open(self.db.url)
+        if self.sampler is not None:
+            self.sampler.open(self.db.url)
         self.recover()  # with the lease held, every RUNNING row is a dead driver's
         self.initial_progress()
         limit = self.max_parallel or self.parallel_capacity()
@@ -381,8 +339,8 @@ class Driver:
         status = "interrupted"
         # Ctrl-C and SIGTERM (what Slurm, systemd and Kubernetes send) set a flag that the loop checks,
         # instead of raising wherever the signal lands (in a database write, or inside Ray, which may
-        # swallow it); a second signal raises at once. Installed after ray.init, which sets its own
-        # SIGTERM handler (sys.exit, which crashes Ray's threads); the previous handlers come back after.
+        # swallow it); a second signal raises at once. Installed after joining the cluster (Ray's init sets its own
+        # SIGTERM handler: sys.exit, which crashes Ray's threads); the previous handlers come back after.
         interrupted: list[int] = []
 
         def on_signal(signum, frame):
@@ -403,13 +361,13 @@ class Driver:
                 self.on_progress(self.progress)
                 if not self.running or interrupted:
                     break
-                ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
-                for stream in ready:
-                    self.handle(stream)
+                got = self.executor.next_event(list(self.running), POLL_S)
+                if got is not None:
+                    self.handle(*got)
                 self.renew_lease()
             if interrupted:
                 raise Interrupted(interrupted[0])
-            cost_hook.after_trials(self)  # the arms' cost profile, in one Ray task with a trial's resources
+            cost_hook.after_trials(self)  # the arms' cost profile, in one task with a trial's resources
             self.progress.failed_for_good = self.count_failed_for_good()
             status = "failed" if self.progress.failed_for_good else "complete"
         except KeyboardInterrupt as e:
@@ -421,8 +379,7 @@ class Driver:
                 signal.signal(sig, handler)
             if not self.lease_lost:  # else another driver owns the study row now
                 with self.db.session() as s:
-                    row = s.get(Study, self.study_id)
-                    row.status, row.updated_at = status, utcnow()
+                    writer.set_status(s, self.study_id, status)
         return self.progress
 
     def renew_lease(self) -> None:
@@ -432,13 +389,13 @@ class Driver:
         except LeaseLost:
             self.lease_lost = True
             for run in self.running.values():
-                ray.cancel(run.stream, force=True)
+                self.executor.cancel(run.run)
             self.running.clear()
             raise
 
     def cancel_all(self, reason: str) -> None:
         for run in list(self.running.values()):
-            ray.cancel(run.stream, force=True)
+            self.executor.cancel(run.run)
             self.finish(run, TrialState.CANCELLED, reason=reason)
         self.pending.clear()  # cancelled attempts are re-run by the next `run`/`resume`
 
@@ -447,7 +404,7 @@ class Driver:
         need = self.plan.resources.memory_bytes
         if need is None:
             return
-        largest = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n["Alive"]), default=0)
+        largest = self.executor.capacity().largest_node_memory_bytes
         if largest < need:
             raise MemoryBoundTooLarge(
                 f"resources.memory_gb = {self.plan.resources.memory_gb:g}, but the largest node of the cluster offers "
@@ -462,12 +419,12 @@ class Driver:
 
     def parallel_capacity(self) -> int:
         """How many trials fit at once in the cluster's resources."""
-        total, res = ray.cluster_resources(), self.plan.resources
-        fits = [math.floor(total.get("CPU", 0) / res.cpus + 1e-9)]
+        total, res = self.executor.capacity(), self.plan.resources
+        fits = [math.floor(total.cpus / res.cpus + 1e-9)]
         if res.gpus > 0:
-            fits.append(math.floor(total.get("GPU", 0) / res.gpus + 1e-9))
+            fits.append(math.floor(total.gpus / res.gpus + 1e-9))
         if res.memory_bytes is not None:
-            fits.append(math.floor(total.get("memory", 0) / res.memory_bytes + 1e-9))
+            fits.append(math.floor(total.memory_bytes / res.memory_bytes + 1e-9))
         return max(1, min(fits))
 
 

@@ -1,29 +1,30 @@
-"""Plans: which trials a study consists of. The driver runs either kind the same way.
+"""Designs: which trials a study consists of, as pure functions of the spec and the database's rows.
+The driver runs either kind the same way; a search's design also names its sampler.
 
-- `SearchPlan`: configurations come from Optuna (ask-and-tell), each trained on a few seeds;
-  evaluations are reported so the spec's pruner can stop a trial.
-- `AblationPlan`: arms x seeds from an ablation spec. No sampler and no pruner: stopping some
+- `SearchDesign`: configurations come from its sampler (`armin.orchestration.sampler`, Optuna's
+  ask-and-tell), each trained on a few seeds; evaluations are reported so the pruner can stop a trial.
+- `AblationDesign`: arms x seeds from an ablation spec. No sampler and no pruner: stopping some
   arms early would censor the comparison. With seeds on demand
   (`spec.sequential`) the slots grow by rounds: which seeds each arm still needs is decided by
   `armin.stats.plan_seeds` from the outcomes in the database alone, so a resumed driver plans
   exactly what the one before it would have.
 
 A *slot* is one (configuration, seed) to run; the driver keys slots by (config_id, seed).
+`Plan`, `SearchPlan` and `AblationPlan` are the older names of `Design` and its two kinds.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-import optuna
 import pandas as pd
 
 from armin.config import to_mapping
 from armin.orchestration.ablation_spec import CONTRACT_SECTIONS, AblationSpec, build_arm_run, contract_hash
-from armin.orchestration.spec import StudySpec, build_run, make_pruner, make_sampler, spec_hash, suggest, trial_seed
+from armin.orchestration.sampler import OptunaSampler
+from armin.orchestration.spec import build_run, spec_hash, trial_seed
 from armin.stats import plan_seeds
 from armin.storage import Trial, TrialState
 from armin.storage.failures import retry_due
@@ -48,7 +49,7 @@ class Slot:
         return self.config_id, self.seed
 
 
-class Plan(ABC):
+class Design(ABC):
     kind: str  # "search" | "ablation": the study row's kind
     grows: bool = False  # True: `expected_slots` asks for more as outcomes arrive (seeds on demand)
 
@@ -64,7 +65,7 @@ class Plan(ABC):
     @property
     @abstractmethod
     def total(self) -> int:
-        """Results the plan asks for."""
+        """Results the design asks for."""
 
     @abstractmethod
     def digest(self) -> str:
@@ -80,19 +81,13 @@ class Plan(ABC):
         """The part of a resolved spec (`spec_json`, parsed) that `digest` covers: a refusal names its changes."""
         return resolved
 
-    def open(self, db_url: str) -> None:
-        """Connect to whatever the plan needs (Optuna's study in the same file)."""
-
-    def cleanup_stale(self) -> None:
-        """Close what a dead driver left open outside our tables."""
-
     def retryable(self, history: list[tuple[TrialState, str | None]]) -> bool:
-        """Whether a slot's latest attempt is run again (`armin.storage.failures.retry_due`, this plan's budget)."""
+        """Whether a slot's latest attempt is run again (`armin.storage.failures.retry_due`, this design's budget)."""
         return retry_due(history, max_retries=self.max_retries)
 
     def reconcile(self, rows: list[Trial]) -> dict[str, str]:
         """Relabel attempts (in place, in the caller's session) whose configuration the spec now names
-        differently; returns {old name: new name}. Nothing to do for a search."""
+        differently; returns {old name: new name}. A search's configurations have no names."""
         return {}
 
     @abstractmethod
@@ -100,40 +95,19 @@ class Plan(ABC):
         """Every slot the study must have, given the attempts already in the database."""
 
     def describe_slots(self, keys: set[tuple[int, int]]) -> str | None:
-        """A few words on how far the plan has grown (slot keys planned so far), for the progress line."""
+        """A few words on how far a growing design has grown (slot keys planned so far), for the progress line."""
         return None
-
-    def new_slot(self) -> tuple[Slot, object, list[Slot]] | None:
-        """A fresh configuration beyond `expected_slots`: its first slot, its handle, its other seeds.
-
-        None when the plan asks for nothing more.
-        """
-        return None
-
-    def handle_for(self, slot: Slot) -> object:
-        """The sampler-side handle of a slot launched again (a replicate or a retry)."""
-        return None
-
-    def report(self, handle, value: float, step: int) -> bool:
-        """Record an intermediate value; True if the trial should be pruned."""
-        return False
-
-    def tell(self, handle, state: TrialState, value: float | None = None) -> None:
-        """The attempt's outcome, for the sampler."""
 
     @abstractmethod
     def build_run(self, slot: Slot) -> RunConfig: ...
 
-    def trial_id(self, handle) -> int | None:
-        return None
+    @abstractmethod
+    def sampler(self) -> OptunaSampler | None:
+        """What proposes configurations beyond `expected_slots` and prunes; None: the design fixes them all."""
 
 
-class SearchPlan(Plan):
+class SearchDesign(Design):
     kind = "search"
-
-    def __init__(self, spec: StudySpec):
-        super().__init__(spec)
-        self.n_configs = 0
 
     @property
     def max_retries(self) -> int:
@@ -146,74 +120,23 @@ class SearchPlan(Plan):
     def digest(self) -> str:
         return spec_hash(self.spec)
 
-    def open(self, db_url: str) -> None:
-        """Create or load the Optuna study; its sampler is seeded from the trials it already holds.
-
-        A resumed search continues its sampler instead of replaying it from the spec's seed (which
-        repeated configurations 0, 1, ...): see `armin.orchestration.spec.resume_seed` for the rule.
-        """
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.study = optuna.create_study(storage=optuna.storages.RDBStorage(db_url), study_name=self.spec.name,
-                                         sampler=make_sampler(self.spec), pruner=make_pruner(self.spec),
-                                         direction=self.objective.direction, load_if_exists=True)
-        so_far = len(self.study.get_trials(deepcopy=False))
-        if so_far:
-            self.study.sampler = make_sampler(self.spec, so_far)
-
-    def cleanup_stale(self) -> None:
-        for t in self.study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
-            self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        for _ in self.study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.WAITING]):
-            self.study.tell(self.study.ask(), state=optuna.trial.TrialState.FAIL)
+    def slots_for(self, config_id: int, params: dict) -> list[Slot]:
+        """A configuration's seeds, replicate 0 first."""
+        return [Slot(config_id, rep, params, trial_seed(self.spec, config_id, rep))
+                for rep in range(self.spec.search.seeds_per_config)]
 
     def expected_slots(self, rows: list[Trial]) -> list[Slot]:
         params = {row.config_id: json.loads(row.params_json) for row in rows}
-        self.n_configs = len(params)
-        return [Slot(c, rep, p, trial_seed(self.spec, c, rep))
-                for c, p in sorted(params.items()) for rep in range(self.spec.search.seeds_per_config)]
-
-    def new_slot(self) -> tuple[Slot, object, list[Slot]] | None:
-        if self.n_configs >= self.spec.search.n_trials:
-            return None
-        otrial = self.study.ask()
-        params = suggest(otrial, self.spec)
-        config_id, self.n_configs = self.n_configs, self.n_configs + 1
-        slots = [Slot(config_id, rep, params, trial_seed(self.spec, config_id, rep))
-                 for rep in range(self.spec.search.seeds_per_config)]
-        return slots[0], otrial, slots[1:]
-
-    def handle_for(self, slot: Slot) -> object:
-        """An Optuna trial for a replicate or a retry: the slot's params, enqueued, then suggested.
-
-        The suggest calls take the enqueued values (no sampler draw) and record them as the trial's
-        params, so Optuna's view of every row has its params (an enqueued trial that is only asked
-        has none, and TPE would learn nothing from its value).
-        """
-        self.study.enqueue_trial(slot.params, skip_if_exists=False)
-        otrial = self.study.ask()
-        suggest(otrial, self.spec)
-        return otrial
-
-    def report(self, handle, value: float, step: int) -> bool:
-        handle.report(value, step)
-        return handle.should_prune()
-
-    def tell(self, handle, state: TrialState, value: float | None = None) -> None:
-        if state == TrialState.COMPLETE and value is not None and math.isfinite(value):
-            self.study.tell(handle, value)
-        elif state == TrialState.PRUNED:
-            self.study.tell(handle, state=optuna.trial.TrialState.PRUNED)
-        else:  # diverged, failed, lost, cancelled: no finite value to learn from
-            self.study.tell(handle, state=optuna.trial.TrialState.FAIL)
+        return [slot for c, p in sorted(params.items()) for slot in self.slots_for(c, p)]
 
     def build_run(self, slot: Slot) -> RunConfig:
         return build_run(self.spec, slot.params, slot.seed)
 
-    def trial_id(self, handle) -> int | None:
-        return handle._trial_id
+    def sampler(self) -> OptunaSampler:
+        return OptunaSampler(self)
 
 
-class AblationPlan(Plan):
+class AblationDesign(Design):
     kind = "ablation"
 
     def __init__(self, spec: AblationSpec):
@@ -340,3 +263,9 @@ class AblationPlan(Plan):
 
     def build_run(self, slot: Slot) -> RunConfig:
         return build_arm_run(self.spec, self.spec.arm(slot.arm), slot.seed)
+
+    def sampler(self) -> None:
+        return None  # every arm and seed is fixed by the spec (or planned from outcomes): no sampler, no pruner
+
+
+Plan, SearchPlan, AblationPlan = Design, SearchDesign, AblationDesign  # the older names, still imported

@@ -14,8 +14,9 @@ from armin.errors import ConfigError
 from armin.model import build_model
 from armin.orchestration.ablation_spec import build_arm_run, contract_hash, load_ablation
 from armin.orchestration.driver import Driver, StudyChanged
+from armin.orchestration.executors import RayExecutor
 from armin.orchestration.plans import AblationPlan
-from armin.orchestration.worker import Fault
+from armin.orchestration.testing import Fault, FaultyExecutor
 from armin.seeding import INIT, derive_seed
 from armin.storage import Database, Study, TrialState
 from armin.tasks import build_task
@@ -195,7 +196,7 @@ def test_growing_a_finished_ablation_runs_only_the_new_trials(ray_cluster, tmp_p
 
 
 def test_a_trial_that_raises_fails_once_and_the_ablation_ends_failed_not_complete(ray_cluster, tmp_path):
-    db, rows = run(tmp_path, spec(), faults={0: Fault("raise", at_step=10)})
+    db, rows = run(tmp_path, spec(), executor=FaultyExecutor(RayExecutor(), {0: Fault("raise", at_step=10)}))
     failed = [r for r in rows if r[2] == TrialState.FAILED]
     assert len(failed) == 1 and len(rows) == 4  # a deterministic failure: never retried
     assert sum(r[2] == TrialState.COMPLETE for r in rows) == 3

@@ -33,8 +33,9 @@ from armin.orchestration.ablation_spec import (
     until_settled,
 )
 from armin.orchestration.driver import Driver
+from armin.orchestration.executors import RayExecutor
 from armin.orchestration.plans import AblationPlan
-from armin.orchestration.worker import Fault
+from armin.orchestration.testing import Fault, FaultyExecutor
 from armin.seeding import derive_seed
 from armin.stats import SequentialDesign, compare_arms, plan_seeds
 from armin.storage import LOST_BY_DRIVER, Database, Study, Trial, TrialState, encode_value
@@ -299,7 +300,8 @@ def test_growing_a_finished_adaptive_ablation_runs_only_the_new_slots(ray_cluste
 
 def test_a_trial_that_raises_fails_once_and_the_adaptive_plan_goes_on_without_calling_it_complete(ray_cluster,
                                                                                                   tmp_path):
-    rows, status, _, progress, _ = run(tmp_path, with_design(TWINS, max_seeds=4), faults={4: Fault("raise", 10)})
+    rows, status, _, progress, _ = run(tmp_path, with_design(TWINS, max_seeds=4),
+                                       executor=FaultyExecutor(RayExecutor(), {4: Fault("raise", 10)}))
     failed = [r for r in rows if r[4] == TrialState.FAILED]
     assert len(failed) == 1 and failed[0][2] == 2  # the first trial of the second round
     assert not [r for r in rows if r[6] == failed[0][0]] and len(rows) == 8  # deterministic: never retried

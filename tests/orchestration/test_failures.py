@@ -22,6 +22,7 @@ from test_ablation import TINY as ABLATION
 
 from armin.errors import ConfigError
 from armin.orchestration.ablation_spec import load_ablation
+from armin.orchestration.executors.ray_executor import failure_of
 from armin.orchestration.failures import trial_error, unfinished
 from armin.orchestration.memory import GIB, bounded, data_size
 from armin.config import to_mapping
@@ -70,7 +71,7 @@ def test_ray_errors_are_classified_by_their_cause(ray_cluster):
 
     with pytest.raises(ray.exceptions.RayTaskError) as raised:
         ray.get(bad_config.remote())
-    assert unfinished(raised.value) == (TrialState.FAILED, "ValueError: model.hidden_size: must be >= 1")
+    assert unfinished(failure_of(raised.value)) == (TrialState.FAILED, "ValueError: model.hidden_size: must be >= 1")
 
     @ray.remote(max_retries=0)
     def killed():
@@ -81,11 +82,11 @@ def test_ray_errors_are_classified_by_their_cause(ray_cluster):
 
     with pytest.raises(ray.exceptions.WorkerCrashedError) as raised:
         ray.get(killed.remote())
-    state, reason = unfinished(raised.value)
+    state, reason = unfinished(failure_of(raised.value))
     assert state == TrialState.LOST and failure_class(state, reason) == Failure.UNEXPLAINED
     for error in (ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory."),
                   ray.exceptions.NodeDiedError("node died")):
-        state, reason = unfinished(error)
+        state, reason = unfinished(failure_of(error))
         assert state == TrialState.LOST and failure_class(state, reason) == Failure.ENVIRONMENTAL
         assert type(error).__name__ in reason and "\n" not in reason
 
@@ -99,9 +100,9 @@ def monitor_message(used_gb: float) -> str:
 
 
 def test_a_trial_the_memory_monitor_kills_while_it_fills_the_node_fails_as_its_own_out_of_memory():
-    state, reason = unfinished(ray.exceptions.OutOfMemoryError(monitor_message(0.12)))
+    state, reason = unfinished(failure_of(ray.exceptions.OutOfMemoryError(monitor_message(0.12))))
     assert state == TrialState.LOST and reason.startswith(MEMORY_PRESSURE + " (this trial used 0.12 GB)")
-    state, reason = unfinished(ray.exceptions.OutOfMemoryError(monitor_message(15.5)))
+    state, reason = unfinished(failure_of(ray.exceptions.OutOfMemoryError(monitor_message(15.5))))
     assert state == TrialState.FAILED and "used 15.5 of its node's 23.5 GB" in reason and "memory_gb" in reason
 
 
@@ -109,6 +110,7 @@ NODE_DEATH = textwrap.dedent("""
     import json, time
     import ray
     from ray.cluster_utils import Cluster
+    from armin.orchestration.executors.ray_executor import failure_of
     from armin.orchestration.failures import unfinished
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
@@ -127,7 +129,7 @@ NODE_DEATH = textwrap.dedent("""
     try:
         ray.get(next(stream))
     except ray.exceptions.RayError as e:
-        state, reason = unfinished(e)
+        state, reason = unfinished(failure_of(e))
         print(json.dumps([type(e).__name__, state.name, reason]))
     ray.shutdown()
     cluster.shutdown()

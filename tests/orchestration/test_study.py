@@ -12,9 +12,10 @@ import pytest
 from spec_files import write
 
 from armin.orchestration.driver import Driver
+from armin.orchestration.executors import RayExecutor
 from armin.orchestration.plans import SearchPlan
 from armin.orchestration.spec import load_spec
-from armin.orchestration.worker import Fault
+from armin.orchestration.testing import Fault, FaultyExecutor
 from armin.storage import LOST_BY_DRIVER, Database, Study, Trial, TrialState
 
 TINY = {
@@ -44,7 +45,8 @@ def spec_dict(**sections):
 def run_study(tmp_path, data, *, faults=None, db_name="armin.db"):
     path = write(tmp_path, data, "spec.toml")
     db = Database.open(tmp_path / db_name)
-    progress = Driver(SearchPlan(load_spec(path)), path.read_text(), db, faults=faults).run()
+    executor = FaultyExecutor(RayExecutor(), faults) if faults else None  # faults ride in the jobs Ray runs
+    progress = Driver(SearchPlan(load_spec(path)), path.read_text(), db, executor=executor).run()
     return db, progress
 
 
@@ -89,13 +91,17 @@ def test_rerunning_a_finished_study_adds_nothing(ray_cluster, tmp_path):
     assert [(t.number, t.state) for t, _, _ in trials(db)] == before
 
 
-def test_pruner_stops_bad_trials_early(ray_cluster, tmp_path):
-    data = spec_dict(train={"steps": 60, "eval_every": 10},
+def pruned_search():
+    """Eight configurations, some tiny: the median pruner stops some of them before their 60 steps."""
+    return spec_dict(train={"steps": 60, "eval_every": 10},
                      search={"n_trials": 8, "seeds_per_config": 1, "pruner": "median", "n_startup_trials": 2,
                              "n_warmup_steps": 0},
                      space={"model.hidden_size": {"choices": [2, 16]},
                             "model.addressing": {"choices": ["hidden", "input_only"]}})
-    db, progress = run_study(tmp_path, data)
+
+
+def test_pruner_stops_bad_trials_early(ray_cluster, tmp_path):
+    db, progress = run_study(tmp_path, pruned_search())
     rows = trials(db)
     pruned = [(t, m) for t, m, _ in rows if t.state == TrialState.PRUNED]
     assert progress.done == 8 and pruned
