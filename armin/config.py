@@ -71,6 +71,13 @@ def is_allowed(value: Any, allowed: tuple) -> bool:
     return value in allowed and isinstance(value, bool) == isinstance(allowed[0], bool)
 
 
+def refuse_unknown_keys(data: Mapping, allowed: typing.Sequence[str], where: str) -> None:
+    """One `ConfigError` for the first key of `data` not in `allowed`."""
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key '{key}' (allowed: {', '.join(allowed)})")
+
+
 def from_mapping(cls: type[T], data: Any, where: str = "config") -> T:
     """Build dataclass `cls` from `data`, rejecting unknown keys, missing keys, wrong types and bad values.
 
@@ -82,10 +89,7 @@ def from_mapping(cls: type[T], data: Any, where: str = "config") -> T:
         raise ConfigError(f"{where}: expected a table of keys, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = [f for f in dataclasses.fields(cls) if f.init]
-    names = [f.name for f in fields]
-    for key in data:
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key '{key}' (allowed: {', '.join(names)})")
+    refuse_unknown_keys(data, [f.name for f in fields], where)
     required = [f for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     for f in required:
         if f.name not in data:

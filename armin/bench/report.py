@@ -39,7 +39,7 @@ METRICS = ("train_loss", "eval_loss", "bits_error", "read_entropy", "slot_usage"
 def synthesize(db_path: Path, n_trials: int, seed: int = 0) -> None:
     from sqlalchemy import insert
 
-    from armin.orchestration.ablation_spec import parse_ablation
+    from armin.spec.ablation import parse_ablation
     from armin.orchestration.plans import AblationPlan
     from armin.storage import Cost, Database, Metric, Study, Trial, utcnow
 

@@ -157,7 +157,7 @@ class SearchPlan(Plan):
         """Create or load the Optuna study; its sampler is seeded from the trials it already holds.
 
         A resumed search continues its sampler instead of replaying it from the spec's seed (which
-        repeated configurations 0, 1, ...): see `armin.orchestration.spec.resume_seed` for the rule.
+        repeated configurations 0, 1, ...): see `armin.spec.sampling.resume_seed` for the rule.
         """
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(storage=optuna.storages.RDBStorage(db_url), study_name=self.spec.name,

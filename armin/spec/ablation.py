@@ -81,7 +81,7 @@ from armin.errors import ConfigError
 from armin.model.config import ModelConfig
 from armin.seeding import derive_seed
 from armin.spec import overrides
-from armin.spec.base import NAME_PATTERN, BaseSpec, Objective, load, read_spec_text, spec_digest
+from armin.spec.base import NAME_PATTERN, BaseSpec, Objective, load, read_spec_text, require_max_retries, spec_digest
 from armin.stats import SequentialDesign
 from armin.training.config import RunConfig
 
@@ -92,6 +92,7 @@ ADAPTIVE = "adaptive"  # `[design] seeds = "adaptive"`: seeds on demand
 #: first_round and step when a spec omits them: the statistics engine's own defaults.
 DEFAULT_FIRST_ROUND, DEFAULT_STEP = SequentialDesign().first_round, SequentialDesign().step
 _SEQUENTIAL_KEYS = ("max_seeds", "first_round", "step")
+PAIRED = "at least 2 seeds are needed for paired statistics, got"  # a seed count below 2 (fixed or a first round)
 
 
 # ---------------------------------------------------------------- the file, as written
@@ -111,7 +112,7 @@ class Design:
     allow_identical_arms: bool = False  # True: an A/A design (two names, one model)
 
     def __post_init__(self) -> None:
-        require(self.max_retries >= 0, "max_retries", f"must be >= 0, got {self.max_retries}")
+        require_max_retries(self.max_retries)
 
 
 @dataclass(frozen=True)
@@ -307,8 +308,6 @@ def _refuse_identical_arms(arms: tuple[Arm, ...], model: ModelConfig, source: st
 
 def _baseline(value: Any, factors, arms: tuple[Arm, ...], source: str) -> str:
     where = f"{source}: design.baseline"
-    if value is None:
-        raise ConfigError(f"{where}: missing (the arm every other arm is compared with)")
     if isinstance(value, str):
         name = value
     elif isinstance(value, Mapping):
@@ -345,8 +344,7 @@ def sequential_design(values: Mapping[str, Any], where) -> SequentialDesign:
     for key in ("first_round", "step", "max_seeds"):
         coerce(int, values[key], where(key))
     if values["first_round"] < 2:
-        raise ConfigError(f"{where('first_round')}: at least 2 seeds are needed for paired statistics, got "
-                          f"{values['first_round']}")
+        raise ConfigError(f"{where('first_round')}: {PAIRED} {values['first_round']}")
     if values["step"] < 1:
         raise ConfigError(f"{where('step')}: must be >= 1, got {values['step']}")
     if values["max_seeds"] < values["first_round"]:
@@ -400,7 +398,7 @@ def _seeds(value: Any, seed: int, source: str) -> tuple[int, ...]:
     where = f"{source}: design.seeds"
     if is_integer(value):
         if value < 2:
-            raise ConfigError(f"{where}: at least 2 seeds are needed for paired statistics, got {value}")
+            raise ConfigError(f"{where}: {PAIRED} {value}")
         return tuple(derive_seed(seed, "replicate", r) for r in range(value))
     if isinstance(value, list) and all(is_integer(v) and v >= 0 for v in value):
         if len(value) < 2 or len(set(value)) != len(value):

@@ -30,6 +30,11 @@ MAX_NAME_LENGTH = 100  # characters; a name becomes a folder (reports/NAME) and 
 MIN_MEMORY_GB = 0.0625  # resources.memory_gb: below 64 MiB not even the smallest model and its batches fit
 
 
+def require_max_retries(value: int) -> None:
+    """`max_retries` (a search's or an ablation's): re-runs of a trial whose worker died unexplained."""
+    require(value >= 0, "max_retries", f"must be >= 0, got {value}")
+
+
 def known_metrics() -> dict[str, str | None]:
     """Every metric some run can record, and the direction it must be optimised in (None: either)."""
     out: dict[str, str | None] = {}

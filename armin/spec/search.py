@@ -65,12 +65,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from armin.config import allowed_values, coerce, from_mapping, is_allowed, not_allowed, require, to_mapping
+from armin.config import (allowed_values, coerce, from_mapping, is_allowed, not_allowed, refuse_unknown_keys,
+                          require, to_mapping)
 from armin.errors import ConfigError
 from armin.model.config import ModelConfig
 from armin.seeding import derive_seed
 from armin.spec import overrides
-from armin.spec.base import BaseSpec, load, read_spec_text, spec_digest
+from armin.spec.base import BaseSpec, load, read_spec_text, require_max_retries, spec_digest
 from armin.spec.overrides import SEARCHABLE
 from armin.training.config import RunConfig
 
@@ -130,7 +131,7 @@ class SearchConfig:
     def __post_init__(self) -> None:
         require(self.n_trials >= 1, "n_trials", f"must be >= 1, got {self.n_trials}")
         require(self.seeds_per_config >= 1, "seeds_per_config", f"must be >= 1, got {self.seeds_per_config}")
-        require(self.max_retries >= 0, "max_retries", f"must be >= 0, got {self.max_retries}")
+        require_max_retries(self.max_retries)
         for name, owner in (("tpe_startup_trials", ("sampler", "tpe")), ("n_startup_trials", ("pruner", "median")),
                             ("n_warmup_steps", ("pruner", "median")), ("min_resource", ("pruner", "hyperband")),
                             ("reduction_factor", ("pruner", "hyperband"))):
@@ -275,9 +276,7 @@ def _param(path: str, table: Any, where: str) -> Param:
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: expected a table like {{ choices = [...] }} or {{ low = ..., high = ... }}, "
                           f"got {table!r}")
-    for key in table:
-        if key not in PARAM_KEYS:
-            raise ConfigError(f"{where}: unknown key '{key}' (allowed: {', '.join(PARAM_KEYS)})")
+    refuse_unknown_keys(table, PARAM_KEYS, where)
     hint = SEARCHABLE[path]
     if "choices" in table:
         extra = [k for k in table if k != "choices"]
