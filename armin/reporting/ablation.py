@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from armin.costs.speed import compare_speed, speed_level
+from armin.model.config import MEMORY_PROBES
 from armin.reporting.data import StudyData
 from armin.spec.ablation import AblationSpec
 from armin.storage.outcomes import final_outcomes
@@ -143,7 +144,7 @@ def ablation_tables(data: StudyData) -> AblationTables:
     # ---- costs, speed and memory probes
     costs, speed_excluded, speed_source = cost_table(final, arm_order, baseline, data.profile)
     done = final[(final["state"] == "COMPLETE") & final["objective"].notna()]
-    probe_cols = [c for c in ("read_entropy", "slot_usage") if c in final.columns]
+    probe_cols = [c for c in MEMORY_PROBES if c in final.columns]
     probes = (done.groupby("arm")[probe_cols].mean().reindex(arm_order).reset_index()
               if probe_cols else pd.DataFrame({"arm": arm_order}))
     worst = score(runs, direction).worst if len(runs) else math.nan
