@@ -71,7 +71,8 @@ class Objective:
     direction: typing.Literal["minimize", "maximize"]
 
     def __post_init__(self) -> None:
-        require(self.metric in known_metrics(), "metric", not_allowed(self.metric, known_metrics()))
+        known = known_metrics()
+        require(self.metric in known, "metric", not_allowed(self.metric, known))
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,8 @@ class BaseSpec(Header):
 
     def _check_metric(self) -> None:
         metric, recorded = self.objective.metric, task_class(self.task).recorded_metrics()
-        owners = sorted(c.name for c in task_configs() if metric in task_class(c).recorded_metrics())
         if metric not in recorded and metric not in MEMORY_PROBES:
+            owners = sorted(c.name for c in task_configs() if metric in task_class(c).recorded_metrics())
             raise ConfigError(f"objective.metric: {metric!r} is recorded only by {', '.join(owners)}; task "
                               f"{self.task.name!r} records {', '.join(sorted(recorded, key=_headline_first))}")
         if metric in MEMORY_PROBES:
