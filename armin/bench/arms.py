@@ -22,8 +22,8 @@ from armin.errors import ConfigError
 
 def load_arms(path: Path, device: str | None):
     """(spec, arm name -> RunConfig) of an ablation spec; a search spec is one line saying why not."""
-    from armin.orchestration.ablation_spec import build_arm_run, parse_ablation
-    from armin.orchestration.spec import parse_toml, read_spec_text
+    from armin.spec.ablation import build_arm_run, parse_ablation
+    from armin.spec.base import parse_toml, read_spec_text
 
     text = read_spec_text(path)
     data = parse_toml(text, str(path))

@@ -42,7 +42,7 @@ def synthesize(db_path: Path, n_trials: int, seed: int = 0) -> None:
     from sqlalchemy import insert
 
     from armin.config import to_mapping
-    from armin.orchestration.ablation_spec import build_arm_run, parse_ablation
+    from armin.spec.ablation import build_arm_run, parse_ablation
     from armin.orchestration.plans import AblationPlan
     from armin.storage import Cost, Database, Metric, Trial, TrialState, writer
     from armin.tasks import build_task

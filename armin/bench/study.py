@@ -72,7 +72,7 @@ def trial_seconds(steps: int) -> float:
     """Wall time of one benchmark trial run in this process, single-threaded like a 1-CPU trial."""
     import torch
 
-    from armin.orchestration.spec import build_run, parse_spec
+    from armin.spec.search import build_run, parse_spec
     from armin.training import training_events
 
     torch.set_num_threads(1)
@@ -139,7 +139,7 @@ def run_study(db_dir: Path, name: str, steps: int, trials: int, max_parallel: in
     from armin.orchestration.driver import Driver
     from armin.orchestration.executors.ray_executor import RayExecutor
     from armin.orchestration.plans import SearchPlan
-    from armin.orchestration.spec import parse_spec
+    from armin.spec.search import parse_spec
     from armin.storage import Database
 
     text = BENCH_SPEC.format(name=name, steps=steps, eval_every=max(steps // 4, 1), trials=trials)

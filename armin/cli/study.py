@@ -87,9 +87,9 @@ def make_plan(kind: str, text: str, source: str, args: argparse.Namespace | None
     For an ablation, `stored` is the resolved spec in the database (resume): a design made adaptive
     by --until-settled is kept; the --until-settled flags in `args` then apply on top.
     """
-    from armin.orchestration.ablation_spec import parse_ablation, until_settled
+    from armin.spec.ablation import parse_ablation, until_settled
     from armin.orchestration.plans import AblationPlan, SearchPlan
-    from armin.orchestration.spec import parse_spec
+    from armin.spec.search import parse_spec
 
     if kind != "ablation":
         return SearchPlan(parse_spec(text, source))
@@ -129,7 +129,7 @@ def run_or_resume(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-parallel: must be >= 1, got {args.max_parallel}")
     path = db_path(args)
     if hasattr(args, "spec"):  # run SPEC; otherwise resume NAME
-        from armin.orchestration.spec import read_spec_text
+        from armin.spec.base import read_spec_text
 
         text = read_spec_text(args.spec)
         plan = make_plan(args.kind, text, str(args.spec), args)  # validated before the database is touched

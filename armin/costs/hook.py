@@ -98,7 +98,7 @@ def profiled_runs(plan: Any, rows: list[Trial]) -> dict[str, dict]:
     """arm name -> RunConfig mapping to profile: every arm of an ablation (its first seed), or a search's
     SEARCH_PROFILED best configurations ("config N", best first) by mean objective over their seeds."""
     if plan.kind == "ablation":
-        from armin.orchestration.ablation_spec import build_arm_run  # orchestration imports this module
+        from armin.spec.ablation import build_arm_run  # orchestration imports this module
 
         spec = plan.spec
         trained = {row.arm for row in rows if row.state.counts_as_result()}

@@ -47,6 +47,10 @@ class TemperatureSchedule:
         return self.start * math.exp(frac * math.log(self.end / self.start))
 
 
+#: What a model with a memory records besides the task's metrics (armin.training.probes); either direction.
+MEMORY_PROBES: tuple[str, ...] = ("read_entropy", "slot_usage")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which recurrent model to build. `arch = "lstm"` ignores every memory field."""
@@ -71,6 +75,16 @@ class ModelConfig:
                 "tardis addressing needs hidden_size >= 4 (its scorer has hidden_size // 4 units)")
         require(self.address_state == "c" or (self.addressing == "tardis" and self.has_c), "address_state",
                 "'h' applies only to tardis addressing with a cell that has a c (lstm, tardis); leave it 'c'")
+
+    @property
+    def has_memory(self) -> bool:
+        """Whether the model reads a memory (and so records `MEMORY_PROBES`); the lstm baseline does not."""
+        return self.arch != "lstm"
+
+    @property
+    def probe_metrics(self) -> tuple[str, ...]:
+        """The memory probes this model records at each evaluation."""
+        return MEMORY_PROBES if self.has_memory else ()
 
     @property
     def has_c(self) -> bool:

@@ -136,9 +136,9 @@ class Driver:
             self.check_study(row)
             if not row.spec_versions:  # a study from before the spec history (an upgraded file): its spec is version 1
                 self.add_spec_version(row, forced=False, changes=None)
-            if row.spec_json != spec_json:
+            if json.loads(row.spec_json) != json.loads(spec_json):
                 changes = summarize_changes(changed_paths(json.loads(row.spec_json), json.loads(spec_json)), limit=12)
-                forced = row.spec_hash != digest
+                forced = plan.stored_digest(row.spec_json) != digest
                 row.spec_text, row.spec_json, row.spec_hash = self.spec_text, spec_json, digest
                 self.spec_version = self.add_spec_version(row, forced=forced, changes=changes)
             else:
@@ -156,12 +156,12 @@ class Driver:
         if row.kind != plan.kind:
             raise StudyChanged(f"'{plan.name}' is already a {row.kind} in {self.db}; give the {plan.kind} "
                                f"another name")
-        digest = plan.digest()
-        if row.spec_hash != digest and not self.force:
+        digest, stored = plan.digest(), plan.stored_digest(row.spec_json)
+        if stored != digest and not self.force:
             changed = changed_paths(plan.contract(json.loads(row.spec_json)), plan.contract(json.loads(plan.spec_json())))
             raise StudyChanged(
                 f"{plan.kind} '{plan.name}' was started from a different {plan.contract_name}: "
-                f"{summarize_changes(changed)} (stored {row.spec_hash[:12]}, now {digest[:12]}); rerun with "
+                f"{summarize_changes(changed)} (stored {stored[:12]}, now {digest[:12]}); rerun with "
                 f"--force to continue anyway (recorded as a new spec version), or rename it")
 
     def add_spec_version(self, study: Study, *, forced: bool, changes: str | None) -> int:

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from armin.config import to_mapping
-from armin.orchestration.ablation_spec import CONTRACT_SECTIONS, AblationSpec, build_arm_run, contract_hash
 from armin.orchestration.sampler import OptunaSampler
-from armin.orchestration.spec import build_run, spec_hash, trial_seed
+from armin.spec import stored_digest
+from armin.spec.ablation import CONTRACT_SECTIONS, AblationSpec, build_arm_run, contract_hash
+from armin.spec.base import stored_json
+from armin.spec.search import SearchSpec, build_run, spec_hash, trial_seed
 from armin.stats import plan_seeds
 from armin.storage import Trial, TrialState
 from armin.storage.failures import retry_due
@@ -72,7 +74,11 @@ class Design(ABC):
         """What must not change between runs of one study (else `--force`)."""
 
     def spec_json(self) -> str:
-        return json.dumps(to_mapping(self.spec), sort_keys=True, default=str)
+        return stored_json(self.spec)
+
+    def stored_digest(self, spec_json: str) -> str:
+        """`digest` of a stored spec (a study row's `spec_json`), recomputed from its content."""
+        return stored_digest(self.kind, spec_json)
 
     #: What `digest` covers, in words, for the spec-changed refusal.
     contract_name = "spec"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from armin.orchestration.spec import make_pruner, make_sampler, suggest
+from armin.spec.sampling import make_pruner, make_sampler, suggest
 from armin.storage import TrialState
 
 if TYPE_CHECKING:  # the design makes its sampler

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from armin.costs.speed import compare_speed, speed_level
+from armin.model.config import MEMORY_PROBES
 from armin.reporting.data import StudyData
+from armin.spec.ablation import AblationSpec
 from armin.storage.outcomes import final_outcomes
 from armin.stats import (DEFAULT_ALPHA, DEFAULT_RARE_SHARE, Level, SequentialDesign, compare_arms,
                          comparison_trace, factorial_effects, score, summarize_arms)
@@ -64,31 +66,20 @@ def profile_facts(profile: pd.DataFrame) -> dict | None:
             "warmup_rounds": int(first["warmup_rounds"])}
 
 
-def arm_levels(spec: dict) -> dict[str, dict[str, object]]:
+def arm_levels(spec: AblationSpec) -> dict[str, dict[str, object]]:
     """arm name -> {factor (short name): level} for factorial arms."""
-    return {a["name"]: {path.removeprefix("model."): level for path, level in a["levels"]}
-            for a in spec["arms"] if a["levels"]}
+    return {a.name: {path.removeprefix("model."): level for path, level in a.levels} for a in spec.arms if a.levels}
 
 
-def sequential_design(spec: dict) -> SequentialDesign | None:
-    """The spec's sequential design, or None for a fixed one (and for databases older than the key)."""
-    seq = spec.get("sequential")
-    if not seq:
-        return None
-    return SequentialDesign(first_round=int(seq["first_round"]), step=int(seq["step"]),
-                            max_seeds=int(seq["max_seeds"]))
-
-
-def runs_table(attempts: pd.DataFrame, spec: dict, direction: str) -> pd.DataFrame:
+def runs_table(attempts: pd.DataFrame, spec: AblationSpec, direction: str) -> pd.DataFrame:
     """One row per finished (arm, seed) slot of the ablation's arms, as the engine reads it, with its score.
 
     Read by `final_outcomes` from every attempt (in run order), the driver's own reading: an attempt
     the driver will retry is not an outcome yet, and `replicate` is the seed's position in the spec's
     run order.
     """
-    arm_order = [a["name"] for a in spec["arms"]]
-    runs = final_outcomes(attempts[attempts["arm"].isin(arm_order)], spec["seeds"],
-                          max_retries=int(spec.get("max_retries", 0)))
+    arm_order = [a.name for a in spec.arms]
+    runs = final_outcomes(attempts[attempts["arm"].isin(arm_order)], list(spec.seeds), max_retries=spec.max_retries)
     if runs.empty:
         return runs.assign(score=pd.Series(dtype=float))[RUN_COLUMNS]
     scored = score(engine_runs(runs), direction)
@@ -114,13 +105,10 @@ def _compare(runs: pd.DataFrame, baseline: str, family: list[str], design: Seque
 
 
 def ablation_tables(data: StudyData) -> AblationTables:
-    spec, metric = data.spec, data.metric
-    direction = spec["objective"]["direction"]
-    rope = float(spec["rope"])
-    arm_order = [a["name"] for a in spec["arms"]]
-    baseline = spec["baseline"]
+    spec, metric = data.resolved, data.metric
+    direction, rope, baseline, design = spec.objective.direction, spec.rope, spec.baseline, spec.sequential
+    arm_order = [a.name for a in spec.arms]
     family = [a for a in arm_order if a != baseline]
-    design = sequential_design(spec)
     final = data.final[data.final["arm"].isin(arm_order)]
     runs = runs_table(data.attempts.sort_values("trial"), spec, direction)
 
@@ -156,7 +144,7 @@ def ablation_tables(data: StudyData) -> AblationTables:
     # ---- costs, speed and memory probes
     costs, speed_excluded, speed_source = cost_table(final, arm_order, baseline, data.profile)
     done = final[(final["state"] == "COMPLETE") & final["objective"].notna()]
-    probe_cols = [c for c in ("read_entropy", "slot_usage") if c in final.columns]
+    probe_cols = [c for c in MEMORY_PROBES if c in final.columns]
     probes = (done.groupby("arm")[probe_cols].mean().reindex(arm_order).reset_index()
               if probe_cols else pd.DataFrame({"arm": arm_order}))
     worst = score(runs, direction).worst if len(runs) else math.nan

@@ -19,6 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from armin.model.config import MEMORY_PROBES  # noqa: E402
+
 DPI = 110  # PNG resolution; SVGs are vector
 VERDICT_COLORS = {"better": "#2a9d4b", "worse": "#c0392b", "equivalent": "#2471a3", "inconclusive": "#7f8c8d"}
 
@@ -164,7 +166,7 @@ def quality_vs_cost(arms: pd.DataFrame, costs: pd.DataFrame, metric: str, out: P
 
 
 def probes(final: pd.DataFrame, arms: list[str], out: Path) -> Figure | None:
-    cols = [c for c in ("read_entropy", "slot_usage") if c in final.columns]
+    cols = [c for c in MEMORY_PROBES if c in final.columns]
     data = final[final["arm"].isin(arms) & (final["state"] == "COMPLETE")]
     if not cols or data[cols].notna().sum().sum() == 0:
         return None

@@ -226,7 +226,7 @@ def provenance(data: StudyData) -> list[Section]:
         ("status", described_status(data.status, (((r.config_id, r.seed), TrialState[r.state], r.failure_reason
                                                     if isinstance(r.failure_reason, str) else None)
                                                    for r in data.attempts.sort_values("trial").itertuples()),
-                                    data.spec)),
+                                    data.resolved)),
     ], columns=["item", "value"])
     return [Section("Provenance", "", facts, "provenance.csv"), *spec_history(data),
             Section("Spec", f"The spec as written (version {current_version(data)}):\n\n" + data.spec_text)]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Hashable, Iterable
 
+from armin.spec import BaseSpec, SearchSpec, stored_spec
 from armin.storage import Database, Study, Trial, TrialState, decode_value
 from armin.storage.failures import count_failed_for_good, histories
 
@@ -21,20 +21,20 @@ def best_trial(study: Study, direction: str) -> Trial | None:
 def study_summary(db: Database, name: str) -> str:
     with db.session() as s:
         study = Study.find_or_raise_by_name(s, name)
-        spec = json.loads(study.spec_json)
-        objective = spec["objective"]
+        spec = stored_spec(study.kind, study.spec_json, f"study '{name}': the stored spec")
+        objective = spec.objective
         counts = Counter(t.state.name.lower() for t in study.trials)
         results = sum(n for state, n in counts.items() if TrialState[state.upper()].counts_as_result())
         outside = 0
         if study.kind == "ablation":
-            total = len(spec["arms"]) * len(spec["seeds"])
-            arms, seeds = {a["name"] for a in spec["arms"]}, set(spec["seeds"])
+            total = len(spec.arms) * len(spec.seeds)
+            arms, seeds = {a.name for a in spec.arms}, set(spec.seeds)
             outside = sum(t.state.counts_as_result() for t in study.trials if t.arm not in arms or t.seed not in seeds)
             results -= outside  # runs of arms or seeds the spec no longer has are kept, but are no slot of it
         else:
-            total = spec["search"]["n_trials"] * spec["search"]["seeds_per_config"]
+            total = spec.search.n_trials * spec.search.seeds_per_config
         # seeds on demand: the total is every candidate seed of every arm, which the design may never need
-        of = f"{total} at most" if spec.get("sequential") else f"{total}"
+        of = f"{total} at most" if getattr(spec, "sequential", None) else f"{total}"
         state = described_status(study.status, (((t.config_id, t.seed), t.state, t.failure_reason)
                                                 for t in study.trials), spec)
         lines = [f"{study.kind} {study.name} ({state}), created {study.created_at:%Y-%m-%d %H:%M:%S} UTC, "
@@ -44,10 +44,10 @@ def study_summary(db: Database, name: str) -> str:
         if outside:
             lines.append(f"  {outside} more results of arms or seeds no longer in the spec (kept, not counted)")
         if study.kind == "ablation":
-            lines += arm_lines(study, objective["metric"])
-        best = best_trial(study, objective["direction"])
+            lines += arm_lines(study, objective.metric)
+        best = best_trial(study, objective.direction)
         if best is not None:
-            lines.append(f"best {objective['metric']} {decode_value(best.value, best.value_kind):.6g} "
+            lines.append(f"best {objective.metric} {decode_value(best.value, best.value_kind):.6g} "
                          f"(trial {best.number}, seed {best.seed}): {best.params_json}")
         for t in study.trials:
             if t.state in (TrialState.FAILED, TrialState.LOST, TrialState.CANCELLED, TrialState.DIVERGED):
@@ -57,9 +57,9 @@ def study_summary(db: Database, name: str) -> str:
         return "\n".join(lines)
 
 
-def max_retries(spec: dict) -> int:
+def max_retries(spec: BaseSpec) -> int:
     """The resolved spec's retry budget (a search's is under `search`)."""
-    return int(spec["search"]["max_retries"] if "search" in spec else spec.get("max_retries", 0))
+    return spec.search.max_retries if isinstance(spec, SearchSpec) else spec.max_retries
 
 
 def ending(failed_for_good: int, slots: int) -> str:
@@ -69,7 +69,7 @@ def ending(failed_for_good: int, slots: int) -> str:
     return f"ended incomplete: {failed_for_good} of {slots} slots failed for good"
 
 
-def described_status(status: str, attempts: Iterable[tuple[Hashable, TrialState, str | None]], spec: dict) -> str:
+def described_status(status: str, attempts: Iterable[tuple[Hashable, TrialState, str | None]], spec: BaseSpec) -> str:
     """The study row's status, with how many slots failed for good when it ended "failed" (results < slots).
 
     `attempts`: (slot key, state, failure reason) of every attempt in run order.

@@ -34,6 +34,10 @@ class Batch:
         return Batch(self.inputs.to(device, dtype), targets, self.reset)
 
 
+#: What the trainer records for every task, and the direction each must be optimised in.
+COMMON_METRICS: dict[str, str] = {"eval_loss": "minimize", "train_loss": "minimize"}
+
+
 class Task(ABC):
     """A source of batches and the way to score a model's logits on them."""
 
@@ -56,6 +60,11 @@ class Task(ABC):
         (digits, MNIST, char_lm) return that split and may ignore `n_sequences`; tasks that carry
         state return consecutive segments of their streams, possibly as a lazy sequence.
         """
+
+    @classmethod
+    def recorded_metrics(cls) -> dict[str, str]:
+        """Every metric a run of this task records at each evaluation (model probes aside), and its direction."""
+        return COMMON_METRICS | {cls.metric: "maximize" if cls.higher_is_better else "minimize"}
 
     def eval_weight(self, batch: Batch) -> int:
         """How much one evaluation batch counts in the averaged metrics: its sequences."""

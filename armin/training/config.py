@@ -12,7 +12,7 @@ from typing import Literal
 
 from armin.config import require
 from armin.model.config import ModelConfig
-from armin.tasks import CopyConfig, TaskConfig
+from armin.tasks import CopyConfig, TaskField
 
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")  # what `device` may name; torch.device accepts more
 
@@ -65,7 +65,7 @@ class TrainConfig:
 class RunConfig:
     """One training run, reproducible from this and nothing else."""
 
-    task: TaskConfig = field(default_factory=CopyConfig)
+    task: TaskField = field(default_factory=CopyConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

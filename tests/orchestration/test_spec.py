@@ -11,7 +11,6 @@ import optuna
 import pytest
 
 from armin.errors import ConfigError
-from armin.orchestration import spec as spec_module
 from armin.orchestration.spec import (
     MEDIAN_STARTUP_TRIALS,
     build_run,
@@ -26,7 +25,8 @@ from armin.orchestration.spec import (
     trial_seed,
 )
 from armin.seeding import derive_seed
-from armin.tasks import TaskConfig
+from armin.spec.base import known_metrics
+from armin.tasks import TaskConfig, task_class, task_configs
 from spec_files import dump, write  # noqa: E402  (tests/orchestration/spec_files.py)
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
@@ -239,8 +239,13 @@ def test_nested_space_tables_equal_quoted_paths(tmp_path):
 
 
 def test_every_task_has_a_headline_metric():
-    # A new task must say which task-specific metric it records, or objective checks would crash.
-    assert set(typing.get_args(TaskConfig)) == set(spec_module.TASK_METRICS)
+    # A new task must say which task-specific metric it records, or objective checks would crash: its
+    # `Task` class says it (no table in the spec layer), and every shipped config is registered.
+    assert set(typing.get_args(TaskConfig)) == set(task_configs())
+    for cfg in task_configs():
+        task = task_class(cfg)
+        assert isinstance(task.metric, str) and isinstance(task.higher_is_better, bool)
+        assert known_metrics()[task.metric] == ("maximize" if task.higher_is_better else "minimize")
 
 
 # ---------------------------------------------------------------- resolution and hashing
