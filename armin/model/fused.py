@@ -35,6 +35,8 @@ over slots; prev and usage carry the (straight-through) read address w, with gra
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -436,12 +438,26 @@ def kernels_for(x: Tensor, backend: str = "auto"):
     return extension.CppKernels if usable and ext is not None else PythonKernels
 
 
-def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor | None, trace: bool,
-                  backend: str = "auto"):
-    """`ARMIN.forward` for a supported config (see `supports`), same inputs, outputs and gradients."""
+class Packed(NamedTuple):
+    """A model's weights in the kernels' layout (see the module doc), with the call's `Spec`."""
+
+    spec: Spec
+    w_x: Tensor  # (K, X) the x columns of every layer, in z's column order
+    b_x: Tensor  # (K,)
+    w_a: Tensor | None
+    w1: Tensor
+    w2: Tensor | None
+    w_v: Tensor | None
+    w_u: Tensor | None
+    w_m: Tensor | None
+    kq: Tensor | None
+    v: Tensor | None
+
+
+def pack(model, n_written: int, temperature: float) -> Packed:
+    """The weights of `model` (an ARMIN with a supported config) as every fused backend takes them."""
     cfg = model.cfg
     X, H, N, W = model.sizes
-    T, B, _ = x.shape
     armin_cell, reference, tardis = cfg.cell == "armin", cfg.formulation == "reference", cfg.addressing == "tardis"
     if cfg.cell == "tardis":  # first layer: i, f, o (update) and alpha, beta (scale_gates), one matrix
         w_l1 = torch.cat([model.update.weight, model.scale_gates.weight])
@@ -454,7 +470,7 @@ def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor 
     U = model.address.out_features if tardis else 0
     spec = Spec(H=H, N=N, W=W, K1=w_l1.shape[0], K2=layer2.out_features if layer2 is not None else 0,
                 reference=reference, armin_cell=armin_cell, soft=cfg.read == "soft",
-                address_h=cfg.addressing != "input_only", n_written=state.n_written,
+                address_h=cfg.addressing != "input_only", n_written=n_written,
                 temperature=float(temperature), forget_bias=cfg.forget_bias, tardis_cell=cfg.cell == "tardis",
                 U=U, address_c=cfg.address_reads_c)
     # x columns and biases of every layer, stacked in z's column order
@@ -479,10 +495,17 @@ def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor 
         kq = model.slot_keys @ aw[:, X + H:X + H + Kk].T  # (N, U) the per-slot key part, constant in t
         w_m, w_u = rec(aw[:, X + H + Kk:X + H + Kk + W]), rec(aw[:, X + H + Kk + W:])
         kq, v = kq.contiguous(), model.address_v
+    return Packed(spec, torch.cat(x_parts), torch.cat(biases), w_a, w1, w2, w_v, w_u, w_m, kq, v)
+
+
+def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor | None, trace: bool,
+                  backend: str = "auto"):
+    """`ARMIN.forward` for a supported config (see `supports`), same inputs, outputs and gradients."""
+    T, N = x.shape[0], model.sizes[2]
+    spec, w_x, b_x, w_a, w1, w2, w_v, w_u, w_m, kq, v = pack(model, state.n_written, temperature)
     if noise is not None:
         noise = noise.contiguous()
     kernels = kernels_for(x, backend)
-    w_x, b_x = torch.cat(x_parts), torch.cat(biases)  # (K, X), (K,)
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w_x, b_x, w_a, w1, w2, w_v, w_u, w_m, kq, v, state.h, state.c,
                                                     state.memory, state.prev_read, state.usage))
