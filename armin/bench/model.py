@@ -9,8 +9,8 @@ rotating every round) so that machine noise hits every contender alike:
   eager   the same model with `impl = "eager"` (the step loop), for ARMIN and each TARDIS-family model
   naive   `armin.model.naive.naive_armin` on the same parameters, each formulation x cell
   lstm    `torch.nn.LSTM` + linear head at the same hidden size and at 3x it
-  graphed on CUDA, each fused ARMIN model with its train and infer passes replayed as CUDA graphs
-          (`armin.model.graphs`; issue 11's step 2a)
+  graphed on CUDA, the default fused ARMIN with its train and infer passes replayed as CUDA graphs
+          (`armin.model.graphs`; issue 11's step 2a; its targets are the default model's)
 in three modes:
   train   forward + backward of logits.square().mean() (Gumbel noise drawn inside, as training does)
   infer   forward under no_grad in eval mode
@@ -119,23 +119,23 @@ def armin_config(formulation: str, cell: str, hidden: int) -> ModelConfig:
     return ModelConfig(formulation=formulation, cell=cell, hidden_size=hidden)
 
 
-def make_contenders(hidden: int, device: torch.device, naive: bool = True, graphs: Capture | None = None
-                    ) -> list[Contender]:
-    """The grid's models; with `graphs` (on CUDA: capture_cuda) each fused ARMIN model graphed too."""
+def make_contenders(hidden: int, device: torch.device, naive: bool = True, graphs: Capture | None = None,
+                    eager: bool = True) -> list[Contender]:
+    """The grid's models; with `graphs` (on CUDA: capture_cuda) the default ARMIN graphed too."""
     out = []
     configs = [(f"{f}/{c}", armin_config(f, c, hidden)) for f, c in VARIANTS]
     configs += [(name, ModelConfig(hidden_size=hidden, **overrides)) for name, overrides in MEMORY_VARIANTS.items()]
     for variant, cfg in configs:
         model = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
         out.append(Contender(f"armin {variant}", "armin", variant, model, _model_run(model)))
-        if graphs is not None:
+        if graphs is not None and variant == "/".join(VARIANTS[0]):
             twin = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
             out.append(Contender(f"graphed {variant}", "graphed", variant, twin, _model_run(twin),
                                  Graphed(twin, graphs)))
-        if variant == "/".join(VARIANTS[0]) or variant in MEMORY_VARIANTS:
-            eager = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
-            eager.impl = "eager"
-            out.append(Contender(f"eager {variant}", "eager", variant, eager, _model_run(eager)))
+        if eager and (variant == "/".join(VARIANTS[0]) or variant in MEMORY_VARIANTS):
+            eager_model = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
+            eager_model.impl = "eager"
+            out.append(Contender(f"eager {variant}", "eager", variant, eager_model, _model_run(eager_model)))
         if naive:
             ref = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
             out.append(Contender(f"naive {variant}", "naive", variant, ref, _naive_run(cfg, ref)))
@@ -398,7 +398,7 @@ def _verdicts(t: dict, items) -> list[str]:
 def bench_model(batches: Sequence[int] | None = None, seq_lens: Sequence[int] | None = None, *, hidden: int = 100,
                 modes: Sequence[str] = MODES, repeats: int = 5, warmup: int = 1, device: str = "cpu",
                 threads: int | None = None, naive: bool = True, as_json: bool = False,
-                graphs: Capture | None = None) -> dict:
+                graphs: Capture | None = None, eager: bool = True) -> dict:
     """Run the grid (default: GRIDS for the device), print a table per (batch, seq_len) (or JSON),
     return everything as a dict. On CUDA the graphed twins run (`graphs`, default capture_cuda)."""
     dev = torch.device(device)
@@ -408,7 +408,7 @@ def bench_model(batches: Sequence[int] | None = None, seq_lens: Sequence[int] | 
         torch.set_num_threads(threads)
     if graphs is None and dev.type == "cuda":
         graphs = capture_cuda
-    contenders = make_contenders(hidden, dev, naive, graphs)
+    contenders = make_contenders(hidden, dev, naive, graphs, eager)
     env = environment(dev)
     if not as_json:
         print("  ".join(f"{k}={v}" for k, v in env.items()), flush=True)
