@@ -19,9 +19,10 @@ from armin.training.config import RunConfig
 def graphed_pass(model: torch.nn.Module, task: Task, run: RunConfig, device: torch.device, params: list,
                  *, force: bool = False, capture: graphs.Capture = graphs.capture_cuda) -> graphs.GraphedPass | None:
     """The run's `GraphedPass`, or None where it does not apply; `force` and `capture`: CPU tests."""
+    if not isinstance(model, ARMIN) or not (force or graphs.enabled()):
+        return None
     temperatures = [run.model.temperature(s) for s in range(run.train.steps)]
-    if not isinstance(model, ARMIN) or not (force or (graphs.enabled() and graphs.eligible(
-            device, task.carries_state, temperatures))):
+    if not force and not graphs.eligible(device, task.carries_state, temperatures):
         return None
 
     def loss_and_backward(temperature: float, x: torch.Tensor, targets: torch.Tensor,

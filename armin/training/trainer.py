@@ -24,9 +24,9 @@ from armin.costs.measure import peak_tensor_bytes
 from armin.costs.warm import prepare
 from armin.errors import ConfigError, OutOfMemory
 from armin.model import build_model, count_parameters
+from armin.model.graphs import GraphedPass
 from armin.seeding import DATA, GUMBEL, INIT, derive_seed, generator
 from armin.tasks import Batch, Task, build_task
-from armin.model.graphs import GraphedPass
 from armin.training.config import OptimizerConfig, RunConfig
 from armin.training.graphed import graphed_pass, run_pass
 from armin.training.probes import read_entropy, slot_usage
