@@ -9,20 +9,25 @@ rotating every round) so that machine noise hits every contender alike:
   eager   the same model with `impl = "eager"` (the step loop), for ARMIN and each TARDIS-family model
   naive   `armin.model.naive.naive_armin` on the same parameters, each formulation x cell
   lstm    `torch.nn.LSTM` + linear head at the same hidden size and at 3x it
+  graphed on CUDA, the default fused ARMIN with its train and infer passes replayed as CUDA graphs
+          (`armin.model.graphs`; issue 11's step 2a; its targets are the default model's)
 in three modes:
   train   forward + backward of logits.square().mean() (Gumbel noise drawn inside, as training does)
   infer   forward under no_grad in eval mode
   step    one full training step: zero_grad, forward, backward, Adam step
 and reports the median time per sequence step, the peak memory of one train pass (CPU: allocator
-events recorded by the profiler; CUDA: max_memory_allocated), and ratios to the baselines.
-Inputs and outputs have the copy task's widths (X = 10, Y = 8); float32.
+events recorded by the profiler; CUDA: max_memory_allocated; for a graphed model its first pass,
+capture and graph pool included), and ratios to the baselines. Every timing is bracketed by
+torch.cuda.synchronize on a GPU. Inputs and outputs have the copy task's widths (X = 10, Y = 8); float32.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +37,7 @@ import torch
 from armin.costs.measure import peak_tensor_bytes, sync
 from armin.costs.warm import prepare
 from armin.model import ModelConfig, build_model, gumbel_noise
+from armin.model.graphs import Capture, GraphedPass, capture_cuda
 from armin.model.naive import naive_armin
 
 INPUT_SIZE, OUTPUT_SIZE = 10, 8  # the copy task with 8-bit words
@@ -48,6 +54,10 @@ ADAM_LR = 1e-3
 LSTM_WIDE = 3  # the wide LSTM baseline's hidden size, as a multiple of ARMIN's
 TARGET_VS_WIDE_LSTM = 0.5  # ARMIN train time / nn.LSTM(3H) train time must be at most this
 TARGET_VS_NAIVE = 5.0  # naive train time / ARMIN train time must be at least this
+GRIDS = {"cpu": ((1, 32), (100, 1000)), "cuda": ((32, 256), (100, 1000))}  # default (batches, seq_lens)
+GPU_VS_LSTM = 1.0  # issue 11: ARMIN's train time over cuDNN nn.LSTM(H), at most (B=32, T=1000)
+GPU_VS_WIDE_LSTM = {32: 0.5, 256: 1.0}  # issue 11: over nn.LSTM(3H), at most, by batch (other batches: B=32's)
+GPU_STRETCH_US = 6.0  # issue 11's stretch: microseconds per train step (B=32, T=1000)
 
 
 @dataclass
@@ -55,7 +65,7 @@ class Row:
     batch: int
     seq_len: int
     name: str
-    kind: str  # armin | eager | naive | lstm
+    kind: str  # armin | eager | naive | lstm | graphed
     variant: str  # formulation/cell for the memory models, "" for the LSTMs
     us_per_step: dict[str, float] = field(default_factory=dict)  # mode -> median microseconds per step
     peak_train_mib: float | None = None
@@ -66,27 +76,66 @@ class Contender:
     """One model behind a uniform call: logits (T, B, Y) for inputs (T, B, X)."""
 
     def __init__(self, name: str, kind: str, variant: str, module: torch.nn.Module,
-                 run: Callable[[torch.Tensor, bool, torch.Generator], torch.Tensor]):
+                 run: Callable[[torch.Tensor, bool, torch.Generator], torch.Tensor], graphs: "Graphed | None" = None):
         self.name, self.kind, self.variant, self.module, self.run = name, kind, variant, module, run
         self.params = [p for p in module.parameters()]
         self.opt = torch.optim.Adam(self.params, lr=ADAM_LR)
+        self.graphs = graphs  # train and infer passes replayed as graphs, instead of `run`
+
+
+class Graphed:
+    """A fused model's train pass (forward, loss, backward) and infer pass as `GraphedPass`es, its
+    Gumbel noise drawn from the generator as `ARMIN.forward` draws it."""
+
+    def __init__(self, model, capture: Capture):
+        self.model, self.capture = model, capture
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop every capture (the next pass captures afresh)."""
+        self.train = GraphedPass(self._train, list(self.model.parameters()), capture=self.capture)
+        self.infer = GraphedPass(self._infer, [], capture=self.capture)
+
+    def _train(self, _key, x, *noise):
+        self.model.train()
+        loss = self.model(x, noise=noise[0] if noise else None).logits.square().mean()
+        loss.backward()
+        return (loss.detach(),)
+
+    def _infer(self, _key, x):
+        self.model.eval()
+        with torch.no_grad():
+            return (self.model(x).logits,)
+
+    def train_pass(self, x: torch.Tensor, gen: torch.Generator) -> None:
+        m = self.model
+        if m.cfg.read == "gumbel":  # training draws noise (ARMIN.noisy)
+            self.train(x, gumbel_noise((*x.shape[:2], m.sizes[2]), gen, m.cfg.gate_noise_width).to(x))
+        else:
+            self.train(x)
 
 
 def armin_config(formulation: str, cell: str, hidden: int) -> ModelConfig:
     return ModelConfig(formulation=formulation, cell=cell, hidden_size=hidden)
 
 
-def make_contenders(hidden: int, device: torch.device, naive: bool = True) -> list[Contender]:
+def make_contenders(hidden: int, device: torch.device, naive: bool = True, graphs: Capture | None = None,
+                    eager: bool = True) -> list[Contender]:
+    """The grid's models; with `graphs` (on CUDA: capture_cuda) the default ARMIN graphed too."""
     out = []
     configs = [(f"{f}/{c}", armin_config(f, c, hidden)) for f, c in VARIANTS]
     configs += [(name, ModelConfig(hidden_size=hidden, **overrides)) for name, overrides in MEMORY_VARIANTS.items()]
     for variant, cfg in configs:
         model = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
         out.append(Contender(f"armin {variant}", "armin", variant, model, _model_run(model)))
-        if variant == "/".join(VARIANTS[0]) or variant in MEMORY_VARIANTS:
-            eager = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
-            eager.impl = "eager"
-            out.append(Contender(f"eager {variant}", "eager", variant, eager, _model_run(eager)))
+        if graphs is not None and variant == "/".join(VARIANTS[0]):
+            twin = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
+            out.append(Contender(f"graphed {variant}", "graphed", variant, twin, _model_run(twin),
+                                 Graphed(twin, graphs)))
+        if eager and (variant == "/".join(VARIANTS[0]) or variant in MEMORY_VARIANTS):
+            eager_model = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
+            eager_model.impl = "eager"
+            out.append(Contender(f"eager {variant}", "eager", variant, eager_model, _model_run(eager_model)))
         if naive:
             ref = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
             out.append(Contender(f"naive {variant}", "naive", variant, ref, _naive_run(cfg, ref)))
@@ -131,12 +180,18 @@ def once(c: Contender, mode: str, x: torch.Tensor, gen: torch.Generator) -> floa
     sync(device)
     start = time.perf_counter()
     if mode == "infer":
-        with torch.no_grad():
-            c.run(x, False, gen)
+        if c.graphs is not None:
+            c.graphs.infer(x)
+        else:
+            with torch.no_grad():
+                c.run(x, False, gen)
     else:
         if mode == "step":
             c.opt.zero_grad(set_to_none=True)
-        c.run(x, True, gen).square().mean().backward()
+        if c.graphs is not None:
+            c.graphs.train_pass(x, gen)
+        else:
+            c.run(x, True, gen).square().mean().backward()
         if mode == "step":
             c.opt.step()
     sync(device)
@@ -144,8 +199,12 @@ def once(c: Contender, mode: str, x: torch.Tensor, gen: torch.Generator) -> floa
 
 
 def peak_train_bytes(c: Contender, x: torch.Tensor, gen: torch.Generator) -> int:
-    """Peak tensor bytes allocated during one train pass, above what was allocated before it."""
+    """Peak tensor bytes allocated during one train pass, above what was allocated before it (graphed:
+    the first pass after dropping the captures, so the warm-up runs, the capture and its pool count)."""
     c.opt.zero_grad(set_to_none=True)
+    if c.graphs is not None:
+        c.graphs.reset()
+        return peak_tensor_bytes(lambda: c.graphs.train_pass(x, gen), x.device)[0]
     return peak_tensor_bytes(lambda: c.run(x, True, gen).square().mean().backward(), x.device)[0]
 
 
@@ -189,8 +248,11 @@ def add_ratios(rows: list[Row]) -> None:
         if naive is not None and r.kind != "naive":
             r.ratios["naive speedup"] = naive.us_per_step["train"] / t
         eager = by_name.get(f"eager {r.variant}")
-        if eager is not None and r.kind == "armin":
+        if eager is not None and r.kind in ("armin", "graphed"):
             r.ratios["eager speedup"] = eager.us_per_step["train"] / t
+        fused = by_name.get(f"armin {r.variant}")
+        if fused is not None and r.kind == "graphed":
+            r.ratios["graph speedup"] = fused.us_per_step["train"] / t
 
 
 # ---- reporting ----------------------------------------------------------------------------------
@@ -200,10 +262,22 @@ def environment(device: torch.device) -> dict:
     loop = f"C++ ({extension.status()})" if device.type == "cpu" and prepare()["status"].startswith("built") else "Python"
     env = {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
            "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "device": str(device), "fused_loop": loop}
+           "device": str(device), "fused_loop": loop,
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
+        env |= {"gpu": torch.cuda.get_device_name(device), "driver": gpu_driver(), "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version()}
     return env
+
+
+def gpu_driver() -> str:
+    """The NVIDIA driver's version (nvidia-smi), or why it is unknown."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({type(e).__name__})"
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
 def format_cell(rows: list[Row], modes: Sequence[str]) -> str:
@@ -221,8 +295,8 @@ def format_cell(rows: list[Row], modes: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def targets(rows: list[Row], hidden: int) -> list[dict]:
-    """The issue's targets for the default configuration at each (batch, seq_len) measured."""
+def targets(rows: list[Row], hidden: int, gpu: bool = False) -> list[dict]:
+    """The issues' targets for the default configuration at each (batch, seq_len) measured (`gpu`: issue 11's too)."""
     out = []
     for armin in (r for r in rows if r.name == f"armin {VARIANTS[0][0]}/{VARIANTS[0][1]}" and "train" in r.us_per_step):
         same = {r.name: r for r in rows if (r.batch, r.seq_len) == (armin.batch, armin.seq_len)}
@@ -238,6 +312,8 @@ def targets(rows: list[Row], hidden: int) -> list[dict]:
             t["naive_speedup"] = naive.us_per_step["train"] / armin.us_per_step["train"]
             t["naive_speedup_ok"] = t["naive_speedup"] >= TARGET_VS_NAIVE
         t.update(fused_targets(same, armin, hidden))
+        if gpu:
+            t.update(gpu_targets(same, armin, hidden))
         out.append(t)
     return out
 
@@ -263,6 +339,23 @@ def fused_targets(same: dict[str, Row], armin: Row, hidden: int) -> dict:
     return t
 
 
+def gpu_targets(same: dict[str, Row], armin: Row, hidden: int) -> dict:
+    """Issue 11's targets (set for B=32 T=1000 and B=256; reported for every cell): the faster of the
+    fused and the graphed ARMIN against cuDNN's nn.LSTM at H and 3H, and the stretch in us per step."""
+    graphed = same.get(f"graphed {armin.variant}")
+    best = min((r for r in (armin, graphed) if r is not None), key=lambda r: r.us_per_step["train"])
+    us = best.us_per_step["train"]
+    t: dict = {"gpu_path": best.kind, "gpu_us_per_step": us, "gpu_us_per_step_ok": us <= GPU_STRETCH_US}
+    for key, name, bound in (("gpu_vs_lstm", f"nn.LSTM H={hidden}", GPU_VS_LSTM),
+                             ("gpu_vs_wide_lstm", f"nn.LSTM H={LSTM_WIDE * hidden}",
+                              GPU_VS_WIDE_LSTM.get(armin.batch, GPU_VS_WIDE_LSTM[32]))):
+        if name in same:
+            t[key] = us / same[name].us_per_step["train"]
+            t[f"{key}_bound"] = bound
+            t[f"{key}_ok"] = t[key] <= bound
+    return t
+
+
 def format_targets(ts: list[dict], hidden: int) -> str:
     """Each (batch, seq_len): the older targets' line, then issue 10's, each value with its bound and verdict."""
     wide = f"nn.LSTM H={LSTM_WIDE * hidden}"
@@ -275,11 +368,19 @@ def format_targets(ts: list[dict], hidden: int) -> str:
              ("vs_lstm", lambda t: f"{t['vs_lstm']:.2f}x nn.LSTM H={hidden}", f"<= {TARGET_VS_LSTM:g}"),
              ("vs_wide_lstm_fused", lambda t: f"{t['vs_wide_lstm_fused']:.3f}x {wide}",
               f"<= {TARGET_VS_WIDE_LSTM_FUSED:g}")]
+    gpu = [("gpu_vs_lstm", lambda t: f"{t['gpu_path']} {t['gpu_vs_lstm']:.2f}x nn.LSTM H={hidden}",
+            f"<= {GPU_VS_LSTM:g}"),
+           ("gpu_vs_wide_lstm", lambda t: f"{t['gpu_vs_wide_lstm']:.2f}x {wide}",
+            "<= " + ", ".join(f"{b:g} at B={n}" for n, b in GPU_VS_WIDE_LSTM.items())),
+           ("gpu_us_per_step", lambda t: f"{t['gpu_us_per_step']:.1f} us/step", f"stretch <= {GPU_STRETCH_US:g}")]
     lines = [f"targets (armin {VARIANTS[0][0]}/{VARIANTS[0][1]}, H={hidden}, train = forward+backward; "
-             f"issue 6 sets them for B=32 T=100, other cells are for information):"]
+             f"issue 6 sets them for B=32 T=100, issue 11 for B=32 T=1000 and B=256; other cells are for "
+             f"information):"]
     for t in ts:
         lines.append(f"  B={t['batch']} T={t['seq_len']}: " + ", ".join(_verdicts(t, older)))
         lines.append("    issue 10: " + ("; ".join(_verdicts(t, fused)) or "not measured"))
+        if "gpu_us_per_step" in t:
+            lines.append("    issue 11: " + "; ".join(_verdicts(t, gpu)))
     return "\n".join(lines)
 
 
@@ -294,14 +395,20 @@ def _verdicts(t: dict, items) -> list[str]:
     return out
 
 
-def bench_model(batches: Sequence[int] = (1, 32), seq_lens: Sequence[int] = (100, 1000), *, hidden: int = 100,
+def bench_model(batches: Sequence[int] | None = None, seq_lens: Sequence[int] | None = None, *, hidden: int = 100,
                 modes: Sequence[str] = MODES, repeats: int = 5, warmup: int = 1, device: str = "cpu",
-                threads: int | None = None, naive: bool = True, as_json: bool = False) -> dict:
-    """Run the grid, print a table per (batch, seq_len) (or JSON), return everything as a dict."""
+                threads: int | None = None, naive: bool = True, as_json: bool = False,
+                graphs: Capture | None = None, eager: bool = True) -> dict:
+    """Run the grid (default: GRIDS for the device), print a table per (batch, seq_len) (or JSON),
+    return everything as a dict. On CUDA the graphed twins run (`graphs`, default capture_cuda)."""
     dev = torch.device(device)
+    grid = GRIDS["cuda" if dev.type == "cuda" else "cpu"]
+    batches, seq_lens = batches or grid[0], seq_lens or grid[1]
     if threads is not None:
         torch.set_num_threads(threads)
-    contenders = make_contenders(hidden, dev, naive)
+    if graphs is None and dev.type == "cuda":
+        graphs = capture_cuda
+    contenders = make_contenders(hidden, dev, naive, graphs, eager)
     env = environment(dev)
     if not as_json:
         print("  ".join(f"{k}={v}" for k, v in env.items()), flush=True)
@@ -313,7 +420,7 @@ def bench_model(batches: Sequence[int] = (1, 32), seq_lens: Sequence[int] = (100
             if not as_json:
                 print("\n" + format_cell(cell, modes), flush=True)
     result = {"environment": env, "hidden": hidden, "repeats": repeats, "warmup": warmup, "modes": list(modes),
-              "rows": [asdict(r) for r in rows], "targets": targets(rows, hidden)}
+              "rows": [asdict(r) for r in rows], "targets": targets(rows, hidden, gpu=dev.type == "cuda")}
     if as_json:
         print(json.dumps(result, indent=2))
     else:

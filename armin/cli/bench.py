@@ -30,9 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         description="Time forward+backward (train), no-grad inference (infer) and a full Adam step "
                                     "(step) of ARMIN (fused, each formulation x cell), the eager step loop, the naive "
                                     "reference and nn.LSTM at the same and 3x the hidden size, interleaved in one "
-                                    "process; report the median time per sequence step, peak train memory and ratios.")
-    m.add_argument("--batch", default="1,32", help="batch sizes, comma-separated (default: 1,32)")
-    m.add_argument("--seq-len", default="100,1000", help="sequence lengths, comma-separated (default: 100,1000)")
+                                    "process (on CUDA also each fused ARMIN model replayed as CUDA graphs, and issue 11's "
+                                    "targets); report the median time per sequence step, peak train memory and ratios.")
+    m.add_argument("--batch", default=None, help="batch sizes, comma-separated (default: 1,32; on cuda 32,256)")
+    m.add_argument("--seq-len", default=None, help="sequence lengths, comma-separated (default: 100,1000)")
     m.add_argument("--modes", default="train,infer,step", help="any of train,infer,step (default: all three)")
     m.add_argument("--hidden", type=int, default=100, help="ARMIN hidden size H; the LSTMs get H and 3H (default: 100)")
     m.add_argument("--repeats", type=int, default=5, help="timed rounds per cell; medians are reported (default: 5)")
@@ -41,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cpu; with --spec the spec's)")
     m.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     m.add_argument("--no-naive", action="store_true", help="skip the naive reference (it is the slowest)")
+    m.add_argument("--no-eager", action="store_true", help="skip the eager step loops (slow at long sequences)")
     m.add_argument("--spec", type=Path, metavar="SPEC",
                    help="profile the arms of this ablation spec instead (the study's cost profile: interleaved "
                         "paired rounds on the spec's device with a trial's threads, ratios to the baseline with "
@@ -122,7 +124,8 @@ def run_model_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"need --warmup >= 0 and --threads >= 1; got {args.warmup=}, {args.threads=}")
     if args.spec is not None:
         return run_spec_bench(args)
-    batches, seq_lens = ints("--batch", args.batch), ints("--seq-len", args.seq_len)
+    batches = None if args.batch is None else ints("--batch", args.batch)
+    seq_lens = None if args.seq_len is None else ints("--seq-len", args.seq_len)
     modes = tuple(args.modes.split(","))
     if not set(modes) <= set(MODES):
         raise ConfigError(f"--modes: expected some of {','.join(MODES)}, got {args.modes!r}")
@@ -130,7 +133,7 @@ def run_model_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"need --hidden >= 4 and --repeats >= 1; got {args.hidden=}, {args.repeats=}")
     bench_model(batches, seq_lens, hidden=args.hidden, modes=modes, repeats=args.repeats,
                 warmup=1 if args.warmup is None else args.warmup, device=args.device or "cpu", threads=args.threads,
-                naive=not args.no_naive, as_json=args.json)
+                naive=not args.no_naive, as_json=args.json, eager=not args.no_eager)
     return 0
 
 

@@ -17,44 +17,16 @@ execution switch, not an ablation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from armin.model import fused
 from armin.model.config import ModelConfig
+from armin.model.kernel_types import TARDIS_GATE_SHARPNESS, TARDIS_REPEAT_PENALTY, ModelOutput, RecurrentState
 
 GUMBEL_EPS = 1e-20  # inside both logs of the Gumbel sample, as the authors' code (§4.3)
-TARDIS_REPEAT_PENALTY = 100.0  # subtracted from the logit of the slot read at t-1 (§5, TARDIS)
-TARDIS_GATE_SHARPNESS = 10.0 / 3.0  # the TARDIS cell's gumbel_sigmoid multiplier on alpha, beta (§5)
 IMPLS = ("fused", "eager")  # fused: whole-sequence kernel where `fused.supports(cfg)`; eager: the step loop
-
-
-@dataclass(frozen=True)
-class RecurrentState:
-    """Everything carried from one step (or one truncated-BPTT segment) to the next."""
-
-    h: Tensor  # (B, H) carried state: ARMIN's s_t (reference) / h_t (paper); the LSTM cell's h
-    c: Tensor | None  # (B, H) the LSTM / TARDIS cell's c; None for the integrating cell
-    memory: Tensor  # (B, N, W)
-    n_written: int  # slots filled since the reset (the code's memcnt, shared by the batch)
-    prev_read: Tensor | None  # (B, N) tardis: address used at t-1 (for the repeat penalty)
-    usage: Tensor | None  # (B, N) tardis: cumulative read addresses
-
-    def detach(self) -> "RecurrentState":
-        """Cut the graph between truncated-BPTT segments, keeping values (the code's _reload_mem)."""
-        d = lambda t: None if t is None else t.detach()  # noqa: E731
-        return replace(self, h=d(self.h), c=d(self.c), memory=d(self.memory),
-                       prev_read=d(self.prev_read), usage=d(self.usage))
-
-
-@dataclass(frozen=True)
-class ModelOutput:
-    logits: Tensor  # (T, B, Y) pre-sigmoid / pre-softmax outputs
-    state: RecurrentState | None  # to carry into the next segment (None for the plain LSTM)
-    reads: Tensor | None  # (T, B, N) soft address distributions, when asked for (probes)
 
 
 def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None, extra: int = 0) -> Tensor:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from armin.model.fused import Saved, Spec
+from armin.model.kernel_types import Saved, Spec
 
 SOURCE = Path(__file__).with_name("fused.cpp")
 NAME = "armin_fused_v7"  # bump when the Python <-> C++ signature changes

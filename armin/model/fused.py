@@ -35,14 +35,16 @@ over slots; prev and usage carry the (straight-through) read address w, with gra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from armin.model import extension
 from armin.model.config import ModelConfig
+from armin.model.kernel_types import (NORM_EPS, TARDIS_GATE_SHARPNESS, TARDIS_REPEAT_PENALTY, ModelOutput,
+                                      RecurrentState, Saved, Spec)
 
 BACKENDS = ("auto", "cpp", "python")  # auto: C++ where it applies (CPU, float32/64, built), else python
 
@@ -69,75 +71,7 @@ def supports(cfg: ModelConfig) -> bool:
     return not unsupported(cfg)
 
 
-@dataclass(frozen=True)
-class Spec:
-    """Sizes and switches of one fused call (plain values, shared by both backends)."""
-
-    H: int
-    N: int
-    W: int
-    K1: int  # first gate layer width
-    K2: int  # second gate layer width (0 for the lstm cell)
-    reference: bool  # reference formulation: tanh'd state (armin cell), write projection, forget bias 1
-    armin_cell: bool  # integrating cell (else LSTM cell over [x, h, r], or the TARDIS cell)
-    soft: bool  # soft reads (and soft writes once memory is full)
-    address_h: bool  # read logits depend on the state (hidden, hidden_only, tardis)
-    n_written: int  # slots already filled when the call starts
-    temperature: float
-    forget_bias: float
-    tardis_cell: bool = False  # the TARDIS cell (armin_cell False)
-    U: int = 0  # TARDIS addressing: scorer units (0: the read logits are a linear layer)
-    address_c: bool = False  # TARDIS addressing scores from the cell state c (else h)
-
-    @property
-    def A(self) -> int:
-        """Width of the address block of z: N logits, or U scorer units (TARDIS)."""
-        return self.U if self.U else self.N
-
-    @property
-    def NW(self) -> int:
-        """Gumbel samples per row and step: N for the read, + 2 for the TARDIS cell's gates."""
-        return self.N + (2 if self.tardis_cell else 0)
-
-    @property
-    def offsets(self) -> tuple[int, int, int, int]:
-        """Column offsets of p1, p2, v in z (p1's is the address block's width), and (last) z's width K."""
-        o2 = self.A + self.K1
-        ov = o2 + self.K2
-        return self.A, o2, ov, ov + (self.W if self.reference else 0)
-
-
-class Saved(NamedTuple):
-    """What the forward loop keeps for the backward loop (either backend)."""
-
-    hs: Tensor  # (T+1, B, H) carried h before step 0 .. after step T-1 (the LSTM cell's h)
-    cs: Tensor  # (T+1, B, H) the LSTM cell's c (empty for the armin cell)
-    r: Tensor  # (T, B, W) read vectors
-    tr: Tensor  # (T, B, W) tanh(r) (paper formulation, armin cell; else empty)
-    th: Tensor  # (T, B, H) tanh of the new state (paper armin cell) / of c (LSTM cell); else empty
-    y: Tensor  # (T, B, N) soft address distributions
-    idx: Tensor  # (T, B) int64 hard read slot (gumbel; else empty)
-    g1: Tensor  # (T, B, K1) first gate layer, activated
-    g2: Tensor  # (T, B, K2) second gate layer, activated (armin cell; else empty)
-    old: Tensor  # (T, B, W) slot content each hard write replaced
-    snap: Tensor  # (S, B, N, W) memory before each soft write (S = soft-write steps)
-    memory: Tensor  # (B, N, W) memory after the last step
-    # TARDIS addressing (else empty)
-    tpre: Tensor  # (T, B, N, U) tanh of the scorer's pre-activations
-    un: Tensor  # (T, B, N) normalize(usage)
-    unn: Tensor  # (T, B) max(||usage||, eps)
-    sc: Tensor  # (T, B, N) the normalised slot scores
-    scn: Tensor  # (T, B) max(||a||, eps)
-    val: Tensor  # (T, B, W) the value each step wrote
-    mq: Tensor  # (B, N, U) A_m M after the last step
-    prev: Tensor  # (B, N) the address used at the last step
-    usage: Tensor  # (B, N) the cumulative address after the last step
-
-
 # ---- the Python backend: the loop written with torch ops (any device, any dtype) -------------
-NORM_EPS = 1e-12  # F.normalize's eps (usage and TARDIS scores)
-REPEAT_PENALTY = 100.0  # TARDIS: subtracted from the score of the slot read at t-1 (armin.TARDIS_REPEAT_PENALTY)
-GATE_SHARPNESS = 10.0 / 3.0  # TARDIS cell: gumbel_sigmoid multiplier on alpha, beta (armin.TARDIS_GATE_SHARPNESS)
 
 
 def _split_gates(g: Tensor, H: int, W: int) -> list[Tensor]:
@@ -181,7 +115,7 @@ def py_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor | Non
             un, unn = _normalize(usage)
             prow = z[:, :U] + (c if s.address_c else h) @ w_a.T + un @ w_u.T  # (B, U)
             tp = torch.tanh(prow.unsqueeze(1) + kq + mq)  # (B, N, U)
-            a, scn = _normalize(tp @ v - REPEAT_PENALTY * prev)  # (B, N)
+            a, scn = _normalize(tp @ v - TARDIS_REPEAT_PENALTY * prev)  # (B, N)
             tps.append(tp)
             uns.append(un)
             unns.append(unn)
@@ -225,7 +159,7 @@ def py_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor | Non
                 if noise is not None:
                     ab = ab + noise[t, :, N:]
                 g1 = torch.cat([torch.sigmoid(i), torch.sigmoid(f + s.forget_bias), torch.sigmoid(o),
-                                torch.sigmoid(ab * GATE_SHARPNESS)], 1)
+                                torch.sigmoid(ab * TARDIS_GATE_SHARPNESS)], 1)
                 si, sf, so, al, be = g1.split([H, H, H, 1, 1], 1)
                 cand = torch.tanh(z[:, o2:ov] + torch.cat([al * h, be * r], 1) @ w2.T)  # (B, H)
                 g2s.append(cand)
@@ -359,7 +293,7 @@ def py_backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, 
             d_hp = d_q[:, :H] * al
             d_r = dout[:, H:] + d_q[:, H:] * be
             d_p1 = torch.cat([d_cn * cand * _dsig(si), d_cn * cp * _dsig(sf), d_new * tc * _dsig(so),
-                              d_al * _dsig(al) * GATE_SHARPNESS, d_be * _dsig(be) * GATE_SHARPNESS], 1)
+                              d_al * _dsig(al) * TARDIS_GATE_SHARPNESS, d_be * _dsig(be) * TARDIS_GATE_SHARPNESS], 1)
         else:
             si, tj, sf, so = _split_gates(sv.g1[t], H, 0)
             tc, cp = sv.th[t], sv.cs[t]
@@ -385,7 +319,7 @@ def py_backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, 
         d_a = y * (d_y - (y * d_y).sum(1, keepdim=True)) / s.temperature
         if U:  # back through the L2 norm, the repeat penalty and the per-slot scorer
             d_a = _normalize_back(d_a, sv.sc[t], sv.scn[t])
-            d_prev = -REPEAT_PENALTY * d_a
+            d_prev = -TARDIS_REPEAT_PENALTY * d_a
             tp = sv.tpre[t]  # (B, N, U)
             d_v += (d_a.unsqueeze(2) * tp).sum((0, 1))
             d_pre = d_a.unsqueeze(2) * v * (1 - tp * tp)  # (B, N, U)
@@ -496,8 +430,6 @@ def kernels_for(x: Tensor, backend: str = "auto"):
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "python":
         return PythonKernels
-    from armin.model import extension
-
     usable = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
     ext = extension.load() if usable or backend == "cpp" else None
     if backend == "cpp" and (ext is None or not usable):
@@ -506,14 +438,26 @@ def kernels_for(x: Tensor, backend: str = "auto"):
     return extension.CppKernels if usable and ext is not None else PythonKernels
 
 
-def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor | None, trace: bool,
-                  backend: str = "auto"):
-    """`ARMIN.forward` for a supported config (see `supports`), same inputs, outputs and gradients."""
-    from armin.model.armin import ModelOutput, RecurrentState
+class Packed(NamedTuple):
+    """A model's weights in the kernels' layout (see the module doc), with the call's `Spec`."""
 
+    spec: Spec
+    w_x: Tensor  # (K, X) the x columns of every layer, in z's column order
+    b_x: Tensor  # (K,)
+    w_a: Tensor | None
+    w1: Tensor
+    w2: Tensor | None
+    w_v: Tensor | None
+    w_u: Tensor | None
+    w_m: Tensor | None
+    kq: Tensor | None
+    v: Tensor | None
+
+
+def pack(model, n_written: int, temperature: float) -> Packed:
+    """The weights of `model` (an ARMIN with a supported config) as every fused backend takes them."""
     cfg = model.cfg
     X, H, N, W = model.sizes
-    T, B, _ = x.shape
     armin_cell, reference, tardis = cfg.cell == "armin", cfg.formulation == "reference", cfg.addressing == "tardis"
     if cfg.cell == "tardis":  # first layer: i, f, o (update) and alpha, beta (scale_gates), one matrix
         w_l1 = torch.cat([model.update.weight, model.scale_gates.weight])
@@ -526,7 +470,7 @@ def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor 
     U = model.address.out_features if tardis else 0
     spec = Spec(H=H, N=N, W=W, K1=w_l1.shape[0], K2=layer2.out_features if layer2 is not None else 0,
                 reference=reference, armin_cell=armin_cell, soft=cfg.read == "soft",
-                address_h=cfg.addressing != "input_only", n_written=state.n_written,
+                address_h=cfg.addressing != "input_only", n_written=n_written,
                 temperature=float(temperature), forget_bias=cfg.forget_bias, tardis_cell=cfg.cell == "tardis",
                 U=U, address_c=cfg.address_reads_c)
     # x columns and biases of every layer, stacked in z's column order
@@ -551,10 +495,17 @@ def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor 
         kq = model.slot_keys @ aw[:, X + H:X + H + Kk].T  # (N, U) the per-slot key part, constant in t
         w_m, w_u = rec(aw[:, X + H + Kk:X + H + Kk + W]), rec(aw[:, X + H + Kk + W:])
         kq, v = kq.contiguous(), model.address_v
+    return Packed(spec, torch.cat(x_parts), torch.cat(biases), w_a, w1, w2, w_v, w_u, w_m, kq, v)
+
+
+def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor | None, trace: bool,
+                  backend: str = "auto"):
+    """`ARMIN.forward` for a supported config (see `supports`), same inputs, outputs and gradients."""
+    T, N = x.shape[0], model.sizes[2]
+    spec, w_x, b_x, w_a, w1, w2, w_v, w_u, w_m, kq, v = pack(model, state.n_written, temperature)
     if noise is not None:
         noise = noise.contiguous()
     kernels = kernels_for(x, backend)
-    w_x, b_x = torch.cat(x_parts), torch.cat(biases)  # (K, X), (K,)
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w_x, b_x, w_a, w1, w2, w_v, w_u, w_m, kq, v, state.h, state.c,
                                                     state.memory, state.prev_read, state.usage))

@@ -22,10 +22,12 @@ from armin.costs.measure import peak_tensor_bytes
 from armin.costs.warm import prepare
 from armin.errors import ConfigError, OutOfMemory
 from armin.model import build_model, count_parameters
+from armin.model.graphs import GraphedPass
 from armin.provenance import versions
 from armin.seeding import DATA, EVAL, EVAL_GUMBEL, GUMBEL, INIT, derive_seed, generator
 from armin.tasks import Batch, Task, build_task
 from armin.training.config import OptimizerConfig, RunConfig
+from armin.training.graphed import graphed_pass, run_pass
 from armin.training.probes import read_entropy, slot_usage
 
 Report = Callable[[int, dict[str, float]], None]
@@ -122,24 +124,29 @@ class StepDone:
 
 def training_step(model: torch.nn.Module, task: Task, run: RunConfig, opt: torch.optim.Optimizer, params: list,
                   data_gen: torch.Generator, gumbel_gen: torch.Generator, step: int, state, device: torch.device,
-                  dtype: torch.dtype) -> StepDone:
+                  dtype: torch.dtype, graphed: GraphedPass | None = None) -> StepDone:
     """One optimizer step exactly as a trial runs it (sample, forward, loss, backward, clip, update).
 
     The one definition of a training step: trials time it, and cost profiles (`armin.costs.profile`)
-    time this same function, so the two figures measure the same work.
+    time this same function, so the two figures measure the same work. With `graphed`
+    (`armin.training.graphed`) forward, loss and backward are one replayed CUDA graph.
     """
     batch = task.sample(run.train.batch_size, data_gen).to(device, dtype)
-    carry = task.carries_state and not batch.reset
-    out = model(batch.inputs, state=state if carry else None, temperature=run.model.temperature(step - 1),
-                generator=gumbel_gen)
-    # Cut the graph between truncated-BPTT segments, keeping the values (the code's `_reload_mem`).
-    state = out.state.detach() if task.carries_state else None
-    loss = task.loss(out.logits, batch)
     elements = int(batch.inputs.shape[0] * batch.inputs.shape[1])
+    if graphed is not None:
+        loss, state = run_pass(graphed, model, batch, run.model.temperature(step - 1), gumbel_gen), None
+    else:
+        carry = task.carries_state and not batch.reset
+        out = model(batch.inputs, state=state if carry else None, temperature=run.model.temperature(step - 1),
+                    generator=gumbel_gen)
+        # Cut the graph between truncated-BPTT segments, keeping the values (the code's `_reload_mem`).
+        state = out.state.detach() if task.carries_state else None
+        loss = task.loss(out.logits, batch)
     if not torch.isfinite(loss):
         return StepDone(float(loss.detach()), state, elements)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if graphed is None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
     clip_gradients(run.optimizer, params)
     opt.step()
     return StepDone(loss.item(), state, elements)
@@ -215,6 +222,7 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
     # ---- optimisation ---------------------------------------------------------------------------
     params = list(model.parameters())
     opt = make_optimizer(run.optimizer, params)
+    graphed = graphed_pass(model, task, run, device, params)  # None unless CUDA graphs apply (ARMIN_CUDA_GRAPHS)
     history: list[dict[str, float]] = []
     status, diverged_step, step = "completed", None, 0
     loss_sum, loss_n, train_time, warmup_time, peak, cpu_time = 0.0, 0, 0.0, 0.0, None, 0.0
@@ -224,7 +232,8 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
     start = time.perf_counter()
     for step in range(1, tc.steps + 1):
         t0, c0 = time.perf_counter(), time.process_time()
-        one = partial(training_step, model, task, run, opt, params, data_gen, gumbel_gen, step, state, device, dtype)
+        one = partial(training_step, model, task, run, opt, params, data_gen, gumbel_gen, step, state, device, dtype,
+                      graphed)
         if step == memory_step:
             peak, done = peak_tensor_bytes(one, device)
         else:

@@ -2,9 +2,11 @@
 
 import json
 
+import pytest
 import torch
 
-from armin.bench.model import MEMORY_VARIANTS, MODES, VARIANTS
+from armin.bench.model import MEMORY_VARIANTS, MODES, VARIANTS, Row, bench_model, format_targets, targets
+from armin.model.graphs import capture_eager
 from armin.cli.main import main
 
 
@@ -43,3 +45,33 @@ def test_bench_model_rejects_bad_options_in_one_line(capsys):
     assert main(["bench", "model", "--device", "tpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("armin: error:") == 3 and "Traceback" not in err
+
+
+def test_bench_model_on_cuda_is_one_line_and_exit_2_without_a_gpu(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda runs")
+    assert main(["bench", "model", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--device cuda" in err and "Traceback" not in err
+
+
+def test_the_graphed_contenders_and_issue_11s_targets_on_cpu(capsys):
+    """The CUDA grid's code path on CPU: graphed twins with `capture_eager` (a mock of the CUDA-only capture)."""
+    result = bench_model((2,), (5,), hidden=8, modes=("train", "infer"), repeats=1, warmup=0, naive=False,
+                         as_json=True, graphs=capture_eager, eager=False)
+    capsys.readouterr()
+    rows = {r["name"]: r for r in result["rows"]}
+    assert [n for n in rows if n.startswith("graphed")] == ["graphed reference/armin"]  # the targets' model
+    g = rows["graphed reference/armin"]
+    assert g["kind"] == "graphed" and g["peak_train_mib"] > 0 and all(v > 0 for v in g["us_per_step"].values())
+    fused = rows["armin reference/armin"]["us_per_step"]["train"]
+    assert abs(g["ratios"]["graph speedup"] - fused / g["us_per_step"]["train"]) < 1e-9
+    assert not any(r["kind"] == "eager" for r in rows.values())  # eager=False
+    assert {"date", "torch", "device"} <= set(result["environment"])
+    parsed = [Row(**{k: v for k, v in r.items()}) for r in result["rows"]]
+    (t,) = targets(parsed, 8, gpu=True)
+    best = min(fused, g["us_per_step"]["train"])
+    assert t["gpu_path"] == ("armin" if best == fused else "graphed") and t["gpu_us_per_step"] == best
+    assert abs(t["gpu_vs_lstm"] - best / rows["nn.LSTM H=8"]["us_per_step"]["train"]) < 1e-9
+    assert t["gpu_vs_wide_lstm_bound"] == 0.5 and t["gpu_vs_lstm_ok"] == (t["gpu_vs_lstm"] <= 1.0)
+    assert "issue 11:" in format_targets([t], 8)

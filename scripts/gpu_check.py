@@ -1,0 +1,276 @@
+"""The Python parts of scripts/gpu_check.sh (issue 11), runnable without Ray and Optuna (PYTHONPATH=.).
+
+  imports               the model / tasks / training / bench.model chain imports with ray and optuna blocked
+  float64 --device D    the float64 checks without pytest: fused (and graphed, Triton) against naive.py
+  trial --device D ...  one copy-task trial (the copy spec's fixed sections, fewer steps); its JSON to --out
+  fractional ...        N = 1, 2, 4, 8 trials at once on one device as plain subprocesses: trials/hour
+                        and peak memory per trial, and each N's throughput over N = 1's
+  triton-bench ...      inference time per step of the Triton forward against the fused path
+  merge OUTDIR          the per-cell `bench model --json` files of OUTDIR into one bench.json
+
+Every subcommand writes JSON (to --out or stdout) and exits 0 when it ran, 1 when a check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.abc
+import json
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPY_SPEC = ROOT / "studies" / "copy_gpu.toml"
+BLOCKED = ("ray", "optuna")  # not on the GPU machine
+CHAIN = ("armin.model", "armin.model.graphs", "armin.model.triton_kernel", "armin.tasks", "armin.training.trainer",
+         "armin.bench.model", "armin.cli.bench")
+
+
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked: the GPU machine has no {name.split('.')[0]}")
+        return None
+
+
+def check_imports(modules: tuple[str, ...] = CHAIN) -> dict:
+    """Import `modules` in a fresh interpreter with BLOCKED modules made unimportable."""
+    code = ("import importlib, sys; sys.path.insert(0, %r); from gpu_check import _Block; "
+            "sys.meta_path.insert(0, _Block()); [importlib.import_module(m) for m in %r]") % (
+        str(Path(__file__).parent), modules)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    err = out.stderr.strip().splitlines()
+    return {"ok": out.returncode == 0, "modules": list(modules), "blocked": list(BLOCKED),
+            "error": err[-1] if err and out.returncode else None}
+
+
+TINY_MODEL = {"hidden_size": 8, "n_slots": 4, "r_size": 4}  # --tiny: the CPU test of the script
+
+
+def copy_run(device: str, steps: int, seed: int, tiny: bool = False):
+    """The copy spec's fixed task, model, optimizer and train sections, with `steps` steps on `device`."""
+    from armin.config import from_mapping
+    from armin.training import RunConfig
+
+    spec = tomllib.loads(COPY_SPEC.read_text())
+    train = spec["train"] | {"steps": steps, "eval_every": steps, "device": device, "eval_sequences": 64,
+                             "eval_batch_size": 64}
+    model = spec["model"] | (TINY_MODEL if tiny else {})
+    return from_mapping(RunConfig, {"task": spec["task"], "model": model, "optimizer": spec["optimizer"],
+                                    "train": train, "seed": seed}, "copy spec")
+
+
+def run_trial(device: str, steps: int, seed: int, tiny: bool = False) -> dict:
+    import torch
+
+    from armin.training import train
+
+    start = time.perf_counter()
+    result = train(copy_run(device, steps, seed, tiny))
+    out = {"seed": seed, "status": result.status, "steps": result.steps_done, "wall_s": time.perf_counter() - start,
+           "time_per_step_s": result.time_per_step_s, "step_peak_bytes": result.peak_memory_bytes,
+           "device": result.device}
+    if device.startswith("cuda"):
+        out["process_peak_bytes"] = torch.cuda.max_memory_allocated(torch.device(device))
+    return out
+
+
+def fractional(device: str, counts: list[int], steps: int, tiny: bool = False) -> dict:
+    """N trials at once as subprocesses; trials/hour from the wall time until the last one ends."""
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    rows = []
+    for n in counts:
+        start = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, __file__, "trial", "--device", device, "--steps", str(steps),
+                                   "--seed", str(k)] + (["--tiny"] if tiny else []), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env, cwd=ROOT) for k in range(n)]
+        outs = [p.communicate() for p in procs]
+        wall = time.perf_counter() - start
+        failed = [err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}"
+                  for p, (_, err) in zip(procs, outs) if p.returncode]
+        trials = [json.loads(o) for p, (o, _) in zip(procs, outs) if p.returncode == 0]
+        rows.append({"trials_at_once": n, "wall_s": wall, "trials_per_hour": 3600 * len(trials) / wall,
+                     # the same without interpreter start and imports (what workers kept alive, as Ray's, pay)
+                     "trials_per_hour_in_train": 3600 * len(trials) / max(t["wall_s"] for t in trials) if trials
+                     else 0.0,
+                     "failed": failed, "trials": trials,
+                     "peak_bytes_per_trial": max((t.get("process_peak_bytes") or t["step_peak_bytes"] or 0)
+                                                 for t in trials) if trials else None})
+    base = rows[0]["trials_per_hour"] if rows and rows[0]["trials_at_once"] == 1 else None
+    base_in = rows[0]["trials_per_hour_in_train"] if base else None
+    for r in rows:
+        r["throughput_vs_one"] = r["trials_per_hour"] / base if base else None
+        r["throughput_in_train_vs_one"] = r["trials_per_hour_in_train"] / base_in if base_in else None
+    four = next((r for r in rows if r["trials_at_once"] == 4), None)
+    target = {"four_at_once_vs_one": four["throughput_vs_one"], "bound": 3.0,
+              "ok": four["throughput_vs_one"] is not None and four["throughput_vs_one"] >= 3.0} if four else None
+    return {"device": device, "steps": steps, "spec": str(COPY_SPEC.relative_to(ROOT)), "rows": rows,
+            "target_issue_11": target, "ok": all(not r["failed"] for r in rows)}
+
+
+def float64_checks(device: str) -> dict:
+    """Fused (Python loop on `device`), graphed and (if importable) Triton ARMIN against naive.py, float64."""
+    import torch
+
+    from armin.model import ModelConfig, build_model, gumbel_noise
+    from armin.model.graphs import GraphedPass, capture_cuda, capture_eager
+    from armin.model.naive import naive_armin
+
+    dev = torch.device(device)
+    checks = []
+    for overrides in ({}, {"formulation": "paper"}, {"cell": "lstm"}, {"addressing": "tardis", "cell": "tardis"},
+                      {"read": "soft"}):
+        cfg = ModelConfig(hidden_size=16, n_slots=4, r_size=4, **overrides)
+        model = build_model(cfg, 5, 3, seed=0).to(dev, torch.float64)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(9, 3, 5, generator=gen, dtype=torch.float64)
+        noise = gumbel_noise((9, 3, cfg.n_slots), gen, cfg.gate_noise_width)
+        noise = noise if cfg.read == "gumbel" else None
+        params = dict(model.named_parameters())
+        ref_params = {k: p.detach().cpu().clone().requires_grad_() for k, p in params.items()}
+        want = naive_armin(cfg, ref_params, x, noise=noise, temperature=0.7)[0]
+        want.square().mean().backward()
+
+        def fn(_key, xx, *nz):
+            loss = model(xx, temperature=0.7, noise=nz[0] if nz else None).logits.square().mean()
+            loss.backward()
+            return (loss.detach(),)
+
+        inputs = (x.to(dev),) + (() if noise is None else (noise.to(dev),))
+        for path in ("fused", "graphed"):
+            for p in params.values():
+                p.grad = None
+            if path == "fused":
+                loss = fn(None, *inputs)[0]
+            else:
+                gp = GraphedPass(fn, list(params.values()), capture=capture_cuda if dev.type == "cuda" else capture_eager)
+                loss = gp(*inputs)[0]
+            err = max([abs(loss.item() - want.square().mean().item())] +
+                      [float((p.grad.cpu() - ref_params[k].grad).abs().max()) for k, p in params.items()])
+            checks.append({"config": overrides or "default", "path": path, "max_abs_err": err, "ok": err < 1e-9})
+    checks += triton_checks(dev)
+    return {"device": device, "checks": checks, "ok": all(c["ok"] for c in checks)}
+
+
+TRITON_CONFIGS = ({}, {"formulation": "paper", "read": "soft"}, {"addressing": "input_only"})
+
+
+def triton_checks(dev) -> list[dict]:
+    """The Triton forward against naive.py in float64 (logits and reads), or why it was skipped."""
+    import torch
+
+    from armin.model import ModelConfig, build_model, gumbel_noise, triton_kernel
+    from armin.model.naive import naive_armin
+
+    if not triton_kernel.available():
+        return [{"path": "triton", "ok": True, "skipped": triton_kernel.why_unavailable()}]
+    out = []
+    for overrides in TRITON_CONFIGS:
+        cfg = ModelConfig(hidden_size=16, n_slots=4, r_size=4, **overrides)
+        model = build_model(cfg, 5, 3, seed=0).double()
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(9, 19, 5, generator=gen, dtype=torch.float64)
+        noise = gumbel_noise((9, 19, cfg.n_slots), gen) if cfg.read == "gumbel" else None
+        want, want_y = naive_armin(cfg, dict(model.named_parameters()), x, noise=noise, temperature=0.7)
+        got = triton_kernel.forward(model.to(dev), x.to(dev), temperature=0.7,
+                                    noise=None if noise is None else noise.to(dev))
+        err = max(float((got.logits.cpu() - want).abs().max()), float((got.reads.cpu() - want_y).abs().max()))
+        out.append({"config": overrides or "default", "path": "triton", "max_abs_err": err, "ok": err < 1e-9})
+    return out
+
+
+def triton_bench(device: str, batches: list[int], seq_len: int, repeats: int) -> dict:
+    """Inference us per step of the Triton forward against the fused path (float32, H=100), interleaved."""
+    import torch
+
+    from armin.bench.model import INPUT_SIZE, OUTPUT_SIZE
+    from armin.costs.measure import sync
+    from armin.model import ModelConfig, build_model, triton_kernel
+
+    if not triton_kernel.available():
+        return {"ok": True, "skipped": triton_kernel.why_unavailable()}
+    dev = torch.device(device)
+    model = build_model(ModelConfig(), INPUT_SIZE, OUTPUT_SIZE, seed=0).to(dev).eval()
+    runs = {"fused": lambda x: model(x), "triton": lambda x: triton_kernel.forward(model, x)}
+    rows = []
+    for b in batches:
+        x = torch.randn(seq_len, b, INPUT_SIZE, generator=torch.Generator().manual_seed(0)).to(dev)
+        with torch.no_grad():
+            err = float((runs["fused"](x).logits - runs["triton"](x).logits).abs().max())
+            times = {k: [] for k in runs}
+            for r in range(repeats + 1):
+                for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+                    sync(dev)
+                    t0 = time.perf_counter()
+                    runs[name](x)
+                    sync(dev)
+                    if r:  # round 0 is warm-up (the kernel's compilation)
+                        times[name].append(time.perf_counter() - t0)
+        med = {k: 1e6 * sorted(v)[len(v) // 2] / seq_len for k, v in times.items()}
+        rows.append({"batch": b, "seq_len": seq_len, "infer_us_per_step": med, "triton_over_fused": med["triton"] /
+                     med["fused"], "max_abs_diff_float32": err})
+    return {"device": device, "rows": rows, "ok": True}
+
+
+def merge(outdir: Path) -> dict:
+    """bench_*.json (one `bench model --json` per cell) as one result: the first file's environment, all rows."""
+    parts = [json.loads(p.read_text()) for p in sorted(outdir.glob("bench_B*_T*.json")) if p.stat().st_size]
+    if not parts:
+        return {"ok": False, "error": f"no bench_B*_T*.json with content in {outdir}"}
+    merged = {k: v for k, v in parts[0].items() if k not in ("rows", "targets")}
+    merged["rows"] = [r for p in parts for r in p["rows"]]
+    merged["targets"] = [t for p in parts for t in p["targets"]]
+    merged["ok"] = True
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="gpu_check.py", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("imports")
+    f = sub.add_parser("float64")
+    f.add_argument("--device", default="cuda")
+    t = sub.add_parser("trial")
+    t.add_argument("--device", default="cuda")
+    t.add_argument("--steps", type=int, default=200)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--tiny", action="store_true", help="a tiny model (the CPU test)")
+    r = sub.add_parser("fractional")
+    r.add_argument("--device", default="cuda")
+    r.add_argument("--trials", default="1,2,4,8")
+    r.add_argument("--steps", type=int, default=200)
+    r.add_argument("--tiny", action="store_true", help="a tiny model (the CPU test)")
+    b = sub.add_parser("triton-bench")
+    b.add_argument("--device", default="cuda")
+    b.add_argument("--batch", default="32,256")
+    b.add_argument("--seq-len", type=int, default=1000)
+    b.add_argument("--repeats", type=int, default=5)
+    m = sub.add_parser("merge")
+    m.add_argument("outdir", type=Path)
+    for p in (f, r, b, m, sub.choices["imports"]):
+        p.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    if args.cmd == "trial":
+        print(json.dumps(run_trial(args.device, args.steps, args.seed, args.tiny)))
+        return 0
+    result = {"imports": lambda: check_imports(),
+              "float64": lambda: float64_checks(args.device),
+              "fractional": lambda: fractional(args.device, [int(n) for n in args.trials.split(",")], args.steps,
+                                               args.tiny),
+              "triton-bench": lambda: triton_bench(args.device, [int(n) for n in args.batch.split(",")], args.seq_len,
+                                                   args.repeats),
+              "merge": lambda: merge(args.outdir)}[args.cmd]()
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    else:
+        print(text)
+    return 0 if result.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
