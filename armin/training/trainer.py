@@ -228,6 +228,8 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
     loss_sum, loss_n, train_time, warmup_time, peak, cpu_time = 0.0, 0, 0.0, 0.0, None, 0.0
     warmup = warmup_steps(tc.steps)
     memory_step = max(warmup, 1)  # the last warm-up step runs under the memory profiler (its time is warm-up)
+    if graphed is not None:  # a graphed run allocates at its first step (the capture and its pool)
+        memory_step = 1
     state = None  # carries_state tasks: the previous segment's final state, detached (truncated BPTT)
     start = time.perf_counter()
     for step in range(1, tc.steps + 1):
