@@ -123,9 +123,7 @@ def test_no_import_cycle_counting_late_imports_outside_the_model():
     assert found == []
 
 
-@pytest.mark.xfail(strict=True, reason="the fused kernel's fused.py <-> extension.py <-> armin.py cycle: issue 12 "
-                                       "item 4 moves its shared types to a leaf module; drop this mark then")
-def test_no_import_cycle_in_the_model():
+def test_no_import_cycle_in_the_model():  # the kernels' shared types live in the leaf armin.model.kernel_types
     assert [c for c in cycles(import_graph(late=True)) if all(m.startswith("armin.model.") for m in c)] == []
 
 
