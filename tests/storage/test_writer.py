@@ -19,28 +19,12 @@ SPEC = """
 name = "w"
 goal = "Does the synthesiser write what the driver writes?"
 seed = 2
-[task]
-name = "copy"
-max_len = 3
-[model]
-hidden_size = 8
-n_slots = 4
-r_size = 4
-[train]
-steps = 20
-batch_size = 4
-eval_every = 10
-eval_sequences = 8
-eval_batch_size = 8
-[factors]
-"model.cell" = ["armin", "lstm"]
-[design]
-baseline = { "model.cell" = "armin" }
-seeds = [11, 12]
-[objective]
-metric = "eval_loss"
-direction = "minimize"
-rope = 0.01
+task = { name = "copy", max_len = 3 }
+model = { hidden_size = 8, n_slots = 4, r_size = 4 }
+train = { steps = 20, batch_size = 4, eval_every = 10, eval_sequences = 8, eval_batch_size = 8 }
+factors = { "model.cell" = ["armin", "lstm"] }
+design = { baseline = { "model.cell" = "armin" }, seeds = [11, 12] }
+objective = { metric = "eval_loss", direction = "minimize", rope = 0.01 }
 """
 TABLES = ("armin_trials", "armin_metrics", "armin_costs", "armin_spec_versions")
 PROVENANCE = {"git_commit", "git_dirty"}  # the real study's checkout; a synthetic one has none
