@@ -79,7 +79,7 @@ from typing import Any
 from armin.config import Source, child, coerce, is_integer, require, to_mapping
 from armin.errors import ConfigError
 from armin.model.config import ModelConfig
-from armin.seeding import derive_seed
+from armin.seeding import REPLICATE, derive_seed
 from armin.spec import overrides
 from armin.spec.base import NAME_PATTERN, BaseSpec, Objective, load, read_spec_text, require_max_retries, spec_digest
 from armin.stats import SequentialDesign
@@ -361,7 +361,7 @@ def candidate_seeds(first: tuple[int, ...], seed: int, n: int) -> tuple[int, ...
     """
     out, taken, r = list(first[:n]), set(first[:n]), 0
     while len(out) < n:
-        s = derive_seed(seed, "replicate", r)
+        s = derive_seed(seed, REPLICATE, r)
         r += 1
         if s not in taken:
             out.append(s)
@@ -399,7 +399,7 @@ def _seeds(value: Any, seed: int, source: str) -> tuple[int, ...]:
     if is_integer(value):
         if value < 2:
             raise ConfigError(f"{where}: {PAIRED} {value}")
-        return tuple(derive_seed(seed, "replicate", r) for r in range(value))
+        return tuple(derive_seed(seed, REPLICATE, r) for r in range(value))
     if isinstance(value, list) and all(is_integer(v) and v >= 0 for v in value):
         if len(value) < 2 or len(set(value)) != len(value):
             raise ConfigError(f"{where}: expected at least 2 distinct seeds, got {value!r}")

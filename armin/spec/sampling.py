@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 
-from armin.seeding import derive_seed
+from armin.seeding import RESUME, derive_seed
 from armin.spec.search import SearchSpec, grid_space
 
 TPE_MULTIVARIATE = True  # joint (multivariate) TPE; Optuna 5's own default for one objective
@@ -29,7 +29,7 @@ def resume_seed(spec: SearchSpec, trials_so_far: int = 0) -> int:
 
     The rule: a fresh study (no trials yet) uses the spec's `sampler_seed` itself, so a fresh run
     with the same spec samples the same first configurations; a resumed one (after Ctrl-C, a crash
-    or `--force`) uses `derive_seed(sampler_seed, "resume", trials_so_far)`, cut to 32 bits.
+    or `--force`) uses `derive_seed(sampler_seed, RESUME, trials_so_far)`, cut to 32 bits.
     Optuna's random and TPE samplers draw from a `numpy` RandomState seeded once at construction
     (TPE's startup trials come from an inner RandomSampler with the same seed), and nothing of that
     state is stored in the study: rebuilding them with the spec's seed replays the stream from its start, so a resumed
@@ -49,7 +49,7 @@ def resume_seed(spec: SearchSpec, trials_so_far: int = 0) -> int:
     seed = spec.search.sampler_seed
     if spec.search.sampler == "grid" or trials_so_far <= 0:
         return seed
-    return derive_seed(seed, "resume", trials_so_far) >> 31  # numpy's RandomState takes 32 bits
+    return derive_seed(seed, RESUME, trials_so_far) >> 31  # numpy's RandomState takes 32 bits
 
 
 def make_sampler(spec: SearchSpec, trials_so_far: int = 0) -> optuna.samplers.BaseSampler:

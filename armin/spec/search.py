@@ -69,7 +69,7 @@ from armin.config import (allowed_values, coerce, from_mapping, is_allowed, not_
                           require, to_mapping)
 from armin.errors import ConfigError
 from armin.model.config import ModelConfig
-from armin.seeding import derive_seed
+from armin.seeding import TRIAL, derive_seed
 from armin.spec import overrides
 from armin.spec.base import BaseSpec, load, read_spec_text, require_max_retries, spec_digest
 from armin.spec.overrides import SEARCHABLE
@@ -356,7 +356,7 @@ def build_run(spec: SearchSpec, params: Mapping[str, object], seed: int) -> RunC
 
 def trial_seed(spec: SearchSpec, config_id: int, replicate: int) -> int:
     """The run seed of replicate `replicate` of configuration `config_id` (stable across processes)."""
-    return derive_seed(spec.seed, "trial", config_id, replicate)
+    return derive_seed(spec.seed, TRIAL, config_id, replicate)
 
 
 def grid_space(spec: SearchSpec) -> dict[str, list]:
