@@ -21,7 +21,18 @@ def tiny(steps=8) -> RunConfig:
                      train=TrainConfig(steps=steps, batch_size=4, eval_every=4, eval_sequences=8, eval_batch_size=4))
 
 
-def test_the_first_steps_are_warmup_timed_apart_and_the_extension_is_loaded_before_them(monkeypatch):
+@pytest.fixture
+def one_thread():
+    """torch on one thread, as in a one-CPU trial (alone, this test's process would have one per core)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_first_steps_are_warmup_timed_apart_and_the_extension_is_loaded_before_them(monkeypatch, one_thread):
     real, seen = trainer_module.training_step, []
 
     def slow_warmup(*args):  # the real step, plus a delay in the warm-up steps only (a wrapper, not a stand-in)
