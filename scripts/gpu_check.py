@@ -112,8 +112,14 @@ def fractional(device: str, counts: list[int], steps: int, tiny: bool = False) -
             "target_issue_11": target, "ok": all(not r["failed"] for r in rows)}
 
 
-def float64_checks(device: str) -> dict:
-    """Fused (Python loop on `device`), graphed and (if importable) Triton ARMIN against naive.py, float64."""
+FLOAT64_CONFIGS = ({}, {"formulation": "paper"}, {"cell": "lstm"}, {"addressing": "tardis", "cell": "tardis"},
+                   {"read": "soft"})
+
+
+def float64_checks(device: str, configs=FLOAT64_CONFIGS, triton_configs=None) -> dict:
+    """Fused (Python loop on `device`), graphed and (if importable) Triton ARMIN against naive.py, float64.
+
+    `configs` / `triton_configs` (default: all) let the CPU test run a few: the code path is the same."""
     import torch
 
     from armin.model import ModelConfig, build_model, gumbel_noise
@@ -122,8 +128,7 @@ def float64_checks(device: str) -> dict:
 
     dev = torch.device(device)
     checks = []
-    for overrides in ({}, {"formulation": "paper"}, {"cell": "lstm"}, {"addressing": "tardis", "cell": "tardis"},
-                      {"read": "soft"}):
+    for overrides in configs:
         cfg = ModelConfig(hidden_size=16, n_slots=4, r_size=4, **overrides)
         model = build_model(cfg, 5, 3, seed=0).to(dev, torch.float64)
         gen = torch.Generator().manual_seed(0)
@@ -152,14 +157,14 @@ def float64_checks(device: str) -> dict:
             err = max([abs(loss.item() - want.square().mean().item())] +
                       [float((p.grad.cpu() - ref_params[k].grad).abs().max()) for k, p in params.items()])
             checks.append({"config": overrides or "default", "path": path, "max_abs_err": err, "ok": err < 1e-9})
-    checks += triton_checks(dev)
+    checks += triton_checks(dev, TRITON_CONFIGS if triton_configs is None else triton_configs)
     return {"device": device, "checks": checks, "ok": all(c["ok"] for c in checks)}
 
 
 TRITON_CONFIGS = ({}, {"formulation": "paper", "read": "soft"}, {"addressing": "input_only"})
 
 
-def triton_checks(dev) -> list[dict]:
+def triton_checks(dev, configs=TRITON_CONFIGS) -> list[dict]:
     """The Triton forward against naive.py in float64 (logits and reads), or why it was skipped."""
     import torch
 
@@ -169,7 +174,7 @@ def triton_checks(dev) -> list[dict]:
     if not triton_kernel.available():
         return [{"path": "triton", "ok": True, "skipped": triton_kernel.why_unavailable()}]
     out = []
-    for overrides in TRITON_CONFIGS:
+    for overrides in configs:
         cfg = ModelConfig(hidden_size=16, n_slots=4, r_size=4, **overrides)
         model = build_model(cfg, 5, 3, seed=0).double()
         gen = torch.Generator().manual_seed(0)

@@ -1,4 +1,5 @@
-"""One real local Ray cluster (2 CPUs) shared by every test that runs trials."""
+"""One real local Ray cluster (2 CPUs) per test process (`make test` runs two, pytest-xdist), shared by
+every test in it that runs trials."""
 
 import os
 

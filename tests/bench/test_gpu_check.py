@@ -22,10 +22,14 @@ def test_the_gpu_import_chain_needs_neither_ray_nor_optuna():
 
 
 def test_the_float64_checks_pass_on_cpu():
-    result = gpu_check.float64_checks("cpu")
+    # Two of the script's configurations and one Triton one: the same code as on the GPU; every configuration's
+    # numerics on CPU are tests/model's (fused, graphed and Triton against naive.py).
+    configs = ({}, {"cell": "lstm"})
+    result = gpu_check.float64_checks("cpu", configs=configs, triton_configs=gpu_check.TRITON_CONFIGS[:1])
     paths = {(json.dumps(c.get("config")), c["path"]) for c in result["checks"]}
-    assert result["ok"] and len([p for p in paths if p[1] in ("fused", "graphed")]) == 10
+    assert result["ok"] and len([p for p in paths if p[1] in ("fused", "graphed")]) == 2 * len(configs)
     assert all(c["max_abs_err"] < 1e-9 for c in result["checks"] if "max_abs_err" in c)
+    assert [c["path"] for c in result["checks"]].count("triton") == 1
 
 
 def test_fractional_runs_trials_at_once_and_reports_throughput(monkeypatch):
