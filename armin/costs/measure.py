@@ -15,6 +15,11 @@ from typing import Any
 import torch
 
 
+def device_name(device: torch.device) -> str:
+    """What a cost was measured on, as trials and profiles record it: "cpu", or the GPU's model name."""
+    return str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
+
+
 def sync(device: torch.device) -> None:
     """Wait for queued GPU work, so a clock read after it measures the work (no-op on CPU)."""
     if device.type == "cuda":

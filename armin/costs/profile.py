@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from armin.config import to_mapping
-from armin.costs.measure import count_flops, peak_tensor_bytes, sync
+from armin.costs.measure import count_flops, device_name, peak_tensor_bytes, sync
 from armin.costs.settings import Settings
 from armin.costs.warm import prepare
 from armin.model import count_parameters
@@ -183,7 +183,6 @@ def profile_arms(runs: Mapping[str, RunConfig], settings: Settings = Settings(),
             progress(f"cost profile: round {r + 1}/{settings.warmup_rounds + settings.rounds}")
     for a in arms:
         out[a.name].peak_step_bytes, out[a.name].flops_per_step = a.peak(), step_flops(a.run)
-    name = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
-    return Profile(device=name, host=socket.gethostname(), threads=torch.get_num_threads(),
+    return Profile(device=device_name(device), host=socket.gethostname(), threads=torch.get_num_threads(),
                    clock=clock_name(device, torch.get_num_threads()),
                    warmup_rounds=settings.warmup_rounds, steps_per_round=steps, arms=list(out.values()))

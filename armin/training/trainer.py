@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from armin.config import to_mapping
-from armin.costs.measure import peak_tensor_bytes
+from armin.costs.measure import device_name, peak_tensor_bytes
 from armin.costs.warm import prepare
 from armin.errors import ConfigError, OutOfMemory
 from armin.model import build_model, count_parameters
@@ -272,6 +272,6 @@ def training_events(run: RunConfig, progress: Callable[[int, int, dict], None] |
         warmup_s=warmup_time, warmup_steps=min(warmup, steps_done),
         cpu_time_per_step_s=cpu_time / timed if timed else 0.0,
         wall_time_s=time.perf_counter() - start, peak_memory_bytes=peak,
-        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        device=device_name(device),
         seed=run.seed, versions=versions(), config=to_mapping(run), data_source=task.data_source,
     )
