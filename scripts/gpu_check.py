@@ -1,11 +1,10 @@
 """The Python parts of scripts/gpu_check.sh (issue 11), runnable without Ray and Optuna (PYTHONPATH=.).
 
   imports               the model / tasks / training / bench.model chain imports with ray and optuna blocked
-  float64 --device D    the float64 checks without pytest: fused (and graphed, Triton) against naive.py
+  float64 --device D    the float64 checks without pytest: fused, graphed and Triton training against naive.py
   trial --device D ...  one copy-task trial (the copy spec's fixed sections, fewer steps); its JSON to --out
   fractional ...        N = 1, 2, 4, 8 trials at once on one device as plain subprocesses: trials/hour
                         and peak memory per trial, and each N's throughput over N = 1's
-  triton-bench ...      inference time per step of the Triton forward against the fused path
   merge OUTDIR          the per-cell `bench model --json` files of OUTDIR into one bench.json
 
 Every subcommand writes JSON (to --out or stdout) and exits 0 when it ran, 1 when a check failed.
@@ -116,10 +115,12 @@ FLOAT64_CONFIGS = ({}, {"formulation": "paper"}, {"cell": "lstm"}, {"addressing"
                    {"read": "soft"})
 
 
-def float64_checks(device: str, configs=FLOAT64_CONFIGS, triton_configs=None) -> dict:
+def float64_checks(device: str, configs=FLOAT64_CONFIGS, triton_configs=None, sink=None) -> dict:
     """Fused (Python loop on `device`), graphed and (if importable) Triton ARMIN against naive.py, float64.
 
-    `configs` / `triton_configs` (default: all) let the CPU test run a few: the code path is the same."""
+    `configs` / `triton_configs` (default: all) let the CPU test run a few: the code path is the same.
+    `sink(partial_result)` is called after each configuration, so a stage cut by its time limit keeps
+    what it checked."""
     import torch
 
     from armin.model import ModelConfig, build_model, gumbel_noise
@@ -157,18 +158,22 @@ def float64_checks(device: str, configs=FLOAT64_CONFIGS, triton_configs=None) ->
             err = max([abs(loss.item() - want.square().mean().item())] +
                       [float((p.grad.cpu() - ref_params[k].grad).abs().max()) for k, p in params.items()])
             checks.append({"config": overrides or "default", "path": path, "max_abs_err": err, "ok": err < 1e-9})
+        if sink is not None:
+            sink({"device": device, "checks": checks, "ok": False, "partial": True})
     checks += triton_checks(dev, TRITON_CONFIGS if triton_configs is None else triton_configs)
     return {"device": device, "checks": checks, "ok": all(c["ok"] for c in checks)}
 
 
-TRITON_CONFIGS = ({}, {"formulation": "paper", "read": "soft"}, {"addressing": "input_only"})
+TRITON_CONFIGS = ({}, {"formulation": "paper", "read": "soft"}, {"addressing": "input_only"}, {"cell": "lstm"},
+                  {"cell": "lstm", "formulation": "paper", "read": "soft"})
 
 
 def triton_checks(dev, configs=TRITON_CONFIGS) -> list[dict]:
-    """The Triton forward against naive.py in float64 (logits and reads), or why it was skipped."""
+    """Training through the Triton kernels (model.kernels = "triton") against naive.py in float64: logits,
+    reads and every parameter's gradient, at a batch spanning two programs; or why it was skipped."""
     import torch
 
-    from armin.model import ModelConfig, build_model, gumbel_noise, triton_kernel
+    from armin.model import ModelConfig, build_model, fused, gumbel_noise, triton_kernel
     from armin.model.naive import naive_armin
 
     if not triton_kernel.available():
@@ -180,45 +185,26 @@ def triton_checks(dev, configs=TRITON_CONFIGS) -> list[dict]:
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(9, 19, 5, generator=gen, dtype=torch.float64)
         noise = gumbel_noise((9, 19, cfg.n_slots), gen) if cfg.read == "gumbel" else None
-        want, want_y = naive_armin(cfg, dict(model.named_parameters()), x, noise=noise, temperature=0.7)
-        got = triton_kernel.forward(model.to(dev), x.to(dev), temperature=0.7,
-                                    noise=None if noise is None else noise.to(dev))
-        err = max(float((got.logits.cpu() - want).abs().max()), float((got.reads.cpu() - want_y).abs().max()))
-        out.append({"config": overrides or "default", "path": "triton", "max_abs_err": err, "ok": err < 1e-9})
+        params = dict(model.named_parameters())
+        want, want_y = naive_armin(cfg, params, x, noise=noise, temperature=0.7)
+        want_g = torch.autograd.grad(want.square().mean(), list(params.values()), allow_unused=True)
+        model = model.to(dev)
+        model.kernels = "triton"
+        xd = x.to(dev)
+        try:
+            chosen = fused.kernels_for(xd, "triton", fused.pack(model, 0, 0.7).spec).name
+            got = model(xd, temperature=0.7, noise=None if noise is None else noise.to(dev), trace=True)
+            got_g = torch.autograd.grad(got.logits.square().mean(), list(model.parameters()), allow_unused=True)
+        except Exception as e:  # noqa: BLE001 - a kernel that does not build here is this check's result
+            out.append({"config": overrides or "default", "path": "triton", "ok": False,
+                        "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"})
+            continue
+        zero = lambda g, p: torch.zeros_like(p.detach().cpu()) if g is None else g.cpu()  # noqa: E731
+        err = max([float((got.logits.cpu() - want).abs().max()), float((got.reads.cpu() - want_y).abs().max())]
+                  + [float((zero(a, p) - zero(b, p)).abs().max()) for a, b, p in zip(got_g, want_g, params.values())])
+        out.append({"config": overrides or "default", "path": "triton", "kernels": chosen, "max_abs_err": err,
+                    "ok": err < 1e-9 and chosen == "triton"})
     return out
-
-
-def triton_bench(device: str, batches: list[int], seq_len: int, repeats: int) -> dict:
-    """Inference us per step of the Triton forward against the fused path (float32, H=100), interleaved."""
-    import torch
-
-    from armin.bench.model import INPUT_SIZE, OUTPUT_SIZE
-    from armin.costs.measure import sync
-    from armin.model import ModelConfig, build_model, triton_kernel
-
-    if not triton_kernel.available():
-        return {"ok": True, "skipped": triton_kernel.why_unavailable()}
-    dev = torch.device(device)
-    model = build_model(ModelConfig(), INPUT_SIZE, OUTPUT_SIZE, seed=0).to(dev).eval()
-    runs = {"fused": lambda x: model(x), "triton": lambda x: triton_kernel.forward(model, x)}
-    rows = []
-    for b in batches:
-        x = torch.randn(seq_len, b, INPUT_SIZE, generator=torch.Generator().manual_seed(0)).to(dev)
-        with torch.no_grad():
-            err = float((runs["fused"](x).logits - runs["triton"](x).logits).abs().max())
-            times = {k: [] for k in runs}
-            for r in range(repeats + 1):
-                for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
-                    sync(dev)
-                    t0 = time.perf_counter()
-                    runs[name](x)
-                    sync(dev)
-                    if r:  # round 0 is warm-up (the kernel's compilation)
-                        times[name].append(time.perf_counter() - t0)
-        med = {k: 1e6 * sorted(v)[len(v) // 2] / seq_len for k, v in times.items()}
-        rows.append({"batch": b, "seq_len": seq_len, "infer_us_per_step": med, "triton_over_fused": med["triton"] /
-                     med["fused"], "max_abs_diff_float32": err})
-    return {"device": device, "rows": rows, "ok": True}
 
 
 def merge(outdir: Path) -> dict:
@@ -249,31 +235,27 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--trials", default="1,2,4,8")
     r.add_argument("--steps", type=int, default=200)
     r.add_argument("--tiny", action="store_true", help="a tiny model (the CPU test)")
-    b = sub.add_parser("triton-bench")
-    b.add_argument("--device", default="cuda")
-    b.add_argument("--batch", default="32,256")
-    b.add_argument("--seq-len", type=int, default=1000)
-    b.add_argument("--repeats", type=int, default=5)
     m = sub.add_parser("merge")
     m.add_argument("outdir", type=Path)
-    for p in (f, r, b, m, sub.choices["imports"]):
+    for p in (f, r, m, sub.choices["imports"]):
         p.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     if args.cmd == "trial":
         print(json.dumps(run_trial(args.device, args.steps, args.seed, args.tiny)))
         return 0
+    def write(result: dict) -> None:
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+
     result = {"imports": lambda: check_imports(),
-              "float64": lambda: float64_checks(args.device),
+              "float64": lambda: float64_checks(args.device, sink=write),
               "fractional": lambda: fractional(args.device, [int(n) for n in args.trials.split(",")], args.steps,
                                                args.tiny),
-              "triton-bench": lambda: triton_bench(args.device, [int(n) for n in args.batch.split(",")], args.seq_len,
-                                                   args.repeats),
               "merge": lambda: merge(args.outdir)}[args.cmd]()
-    text = json.dumps(result, indent=2)
     if args.out:
-        args.out.write_text(text + "\n")
+        write(result)
     else:
-        print(text)
+        print(json.dumps(result, indent=2))
     return 0 if result.get("ok") else 1
 
 

@@ -3,13 +3,13 @@
 # Triton and nvcc, and neither Ray nor Optuna (everything runs with PYTHONPATH=.). Within BUDGET seconds
 # (default 540: one 10-minute device command with room to spare), most important first:
 #   imports.json        the model/tasks/training/bench chain imports without ray and optuna
-#   float64.json        fused (Python loop on CUDA), graphed and Triton against naive.py in float64
+#   float64.json        fused (Python loop on CUDA), graphed and Triton training against naive.py in float64
 #   bench_B*_T*.json    `armin bench model --device cuda --json`, one file per (batch, seq_len), the issue's
-#                       target cells (T=1000, without the slow eager loops) first; bench.json: all merged
-#                       (commit it under benchmarks/gpu/, see benchmarks/gpu/README.md)
+#                       target cells (T=1000, without the slow eager loops and the TARDIS family) first, with
+#                       the Triton rows; bench.json: all merged (commit it under benchmarks/gpu/, see
+#                       benchmarks/gpu/README.md)
 #   fractional.json     1, 2, 4, 8 copy-task trials at once on the GPU (plain subprocesses): trials/hour,
 #                       peak memory per trial, the 4-at-once target
-#   triton.json         the Triton forward's inference time per step against the fused path
 #   pytest.txt          with PYTEST=1 and pytest installed: the CUDA tests under pytest as well
 # Each stage has a time limit (never past the budget) and the script goes on after a failed stage;
 # summary.txt lists each stage's exit status (124: its time limit). Environment: PYTHON (default python3),
@@ -26,11 +26,11 @@ BUDGET=${BUDGET:-540}
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$OUT/torch_extensions}
 if [[ "${TINY:-0}" == 1 ]]; then
   CELLS="2:5"; SHORT_CELLS=""; GRID="--hidden 8 --repeats 1 --warmup 0 --modes train,infer --no-naive"
-  TRIALS="1,2 --tiny"; STEPS=4; TRITON_ARGS="--batch 2 --seq-len 5 --repeats 1"; LONG=120; SHORT=60
+  TRIALS="1,2 --tiny"; STEPS=4; LONG=120; SHORT=60
 else
   CELLS="32:1000 256:1000"; SHORT_CELLS="32:100 256:100"
   GRID="--repeats 3 --warmup 1 --modes train,infer --no-naive"
-  TRIALS="1,2,4,8"; STEPS=300; TRITON_ARGS="--batch 32,256 --seq-len 1000 --repeats 5"; LONG=130; SHORT=45
+  TRIALS="1,2,4,8"; STEPS=300; LONG=140; SHORT=45
 fi
 : > "$OUT/summary.txt"
 exec 3>&1  # the stages' status lines go to the terminal, whatever a stage's output is redirected to
@@ -56,13 +56,12 @@ bench_cell() {  # bench_cell B:T LIMIT [extra flags]
 timeout 300 "$PY" -c 'from armin.costs.warm import prepare; print(prepare())' > "$OUT/extension.txt" 2>&1 &
 BUILD=$!
 stage imports 60 "$PY" scripts/gpu_check.py imports --out "$OUT/imports.json"
-stage float64 90 "$PY" scripts/gpu_check.py float64 --device "$DEVICE" --out "$OUT/float64.json"
-for cell in $CELLS; do bench_cell "$cell" "$LONG" --no-eager; done
+stage float64 120 "$PY" scripts/gpu_check.py float64 --device "$DEVICE" --out "$OUT/float64.json"
+for cell in $CELLS; do bench_cell "$cell" "$LONG" --no-eager --no-tardis; done
 stage fractional 120 "$PY" scripts/gpu_check.py fractional --device "$DEVICE" --trials $TRIALS --steps "$STEPS" \
   --out "$OUT/fractional.json"
 for cell in $SHORT_CELLS; do bench_cell "$cell" "$SHORT"; done
 stage merge 30 "$PY" scripts/gpu_check.py merge "$OUT" --out "$OUT/bench.json"
-stage triton 60 "$PY" scripts/gpu_check.py triton-bench --device "$DEVICE" $TRITON_ARGS --out "$OUT/triton.json"
 if [[ "${PYTEST:-0}" == 1 ]] && "$PY" -c 'import pytest' 2>/dev/null; then
   stage pytest 90 "$PY" -m pytest -q -p no:cacheprovider -o addopts=-ra tests/model/test_graphs.py \
     tests/model/test_triton_kernel.py > "$OUT/pytest.txt" 2>&1

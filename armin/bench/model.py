@@ -11,6 +11,9 @@ rotating every round) so that machine noise hits every contender alike:
   lstm    `torch.nn.LSTM` + linear head at the same hidden size and at 3x it
   graphed on CUDA, the default fused ARMIN with its train and infer passes replayed as CUDA graphs
           (`armin.model.graphs`; issue 11's step 2a; its targets are the default model's)
+  triton  on CUDA with Triton, each formulation x cell with `kernels = "triton"` (the Triton forward
+          kernel, one launch per sequence, and its backward; issue 11's step 2b), and the default
+          ARMIN's at 8 warps per program too ("w8"); issue 11's targets take the fastest GPU path
 in three modes:
   train   forward + backward of logits.square().mean() (Gumbel noise drawn inside, as training does)
   infer   forward under no_grad in eval mode
@@ -65,11 +68,12 @@ class Row:
     batch: int
     seq_len: int
     name: str
-    kind: str  # armin | eager | naive | lstm | graphed
+    kind: str  # armin | eager | naive | lstm | graphed | triton
     variant: str  # formulation/cell for the memory models, "" for the LSTMs
     us_per_step: dict[str, float] = field(default_factory=dict)  # mode -> median microseconds per step
     peak_train_mib: float | None = None
     ratios: dict[str, float] = field(default_factory=dict)  # train time over each baseline's
+    error: str | None = None  # the contender raised (a kernel that does not build on this GPU): why, one line
 
 
 class Contender:
@@ -119,15 +123,26 @@ def armin_config(formulation: str, cell: str, hidden: int) -> ModelConfig:
     return ModelConfig(formulation=formulation, cell=cell, hidden_size=hidden)
 
 
+TRITON_WARPS = (4, 8)  # the Triton kernel's warps per program timed for the default variant (the first: all)
+
+
 def make_contenders(hidden: int, device: torch.device, naive: bool = True, graphs: Capture | None = None,
-                    eager: bool = True) -> list[Contender]:
-    """The grid's models; with `graphs` (on CUDA: capture_cuda) the default ARMIN graphed too."""
+                    eager: bool = True, triton: bool = False, tardis: bool = True) -> list[Contender]:
+    """The grid's models; with `graphs` (on CUDA: capture_cuda) the default ARMIN graphed too; with
+    `triton` each formulation x cell through the Triton kernels; without `tardis`, no MEMORY_VARIANTS."""
     out = []
     configs = [(f"{f}/{c}", armin_config(f, c, hidden)) for f, c in VARIANTS]
-    configs += [(name, ModelConfig(hidden_size=hidden, **overrides)) for name, overrides in MEMORY_VARIANTS.items()]
+    configs += [(name, ModelConfig(hidden_size=hidden, **overrides)) for name, overrides in MEMORY_VARIANTS.items()
+                if tardis]
     for variant, cfg in configs:
         model = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
         out.append(Contender(f"armin {variant}", "armin", variant, model, _model_run(model)))
+        if triton and variant not in MEMORY_VARIANTS:
+            for warps in TRITON_WARPS if variant == "/".join(VARIANTS[0]) else TRITON_WARPS[:1]:
+                twin = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
+                twin.kernels = "triton"
+                suffix = "" if warps == TRITON_WARPS[0] else f" w{warps}"
+                out.append(Contender(f"triton {variant}{suffix}", "triton", variant, twin, _triton_run(twin, warps)))
         if graphs is not None and variant == "/".join(VARIANTS[0]):
             twin = build_model(cfg, INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
             out.append(Contender(f"graphed {variant}", "graphed", variant, twin, _model_run(twin),
@@ -147,6 +162,16 @@ def make_contenders(hidden: int, device: torch.device, naive: bool = True, graph
 
 def _model_run(model):
     def run(x, train, gen):
+        model.train(train)
+        return model(x, generator=gen).logits
+    return run
+
+
+def _triton_run(model, warps: int):
+    from armin.model import triton_kernel
+
+    def run(x, train, gen):
+        triton_kernel.NUM_WARPS = warps  # a launch setting read at each launch
         model.train(train)
         return model(x, generator=gen).logits
     return run
@@ -214,17 +239,27 @@ def bench_cell(contenders: list[Contender], batch: int, seq_len: int, modes: Seq
     x = torch.randn(seq_len, batch, INPUT_SIZE, generator=torch.Generator().manual_seed(0)).to(device)
     gen = torch.Generator().manual_seed(1)
     times: dict[tuple[str, str], list[float]] = {(c.name, m): [] for c in contenders for m in modes}
+    failed: dict[str, str] = {}  # contender -> why it stopped (it is left out of later rounds)
     for r in range(warmup + repeats):
         for mode in modes:
             k = r % len(contenders)  # rotate who goes first: no contender always follows the same one
             for c in contenders[k:] + contenders[:k]:
-                dt = once(c, mode, x, gen)
+                if c.name in failed:
+                    continue
+                try:
+                    dt = once(c, mode, x, gen)
+                except Exception as e:  # noqa: BLE001 - one contender's failure must not lose the others' times
+                    failed[c.name] = f"{mode}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                    continue
                 if r >= warmup:
                     times[(c.name, mode)].append(dt)
         if progress is not None:
             progress(f"B={batch} T={seq_len}: round {r + 1}/{warmup + repeats}")
     rows = []
     for c in contenders:
+        if c.name in failed:
+            rows.append(Row(batch, seq_len, c.name, c.kind, c.variant, error=failed[c.name]))
+            continue
         row = Row(batch, seq_len, c.name, c.kind, c.variant,
                   {m: 1e6 * statistics.median(times[(c.name, m)]) / seq_len for m in modes})
         if "train" in modes:
@@ -236,8 +271,8 @@ def bench_cell(contenders: list[Contender], batch: int, seq_len: int, modes: Seq
 
 def add_ratios(rows: list[Row]) -> None:
     """Train time of each memory model over: nn.LSTM(H), nn.LSTM(3H), and its naive twin."""
-    by_name = {r.name: r for r in rows}
-    lstms = sorted((r for r in rows if r.kind == "lstm"), key=lambda r: int(r.name.split("=")[1]))
+    by_name = {r.name: r for r in rows if r.error is None}
+    lstms = sorted((r for r in by_name.values() if r.kind == "lstm"), key=lambda r: int(r.name.split("=")[1]))
     for r in rows:
         t = r.us_per_step.get("train")
         if t is None or r.kind == "lstm":
@@ -253,6 +288,8 @@ def add_ratios(rows: list[Row]) -> None:
         fused = by_name.get(f"armin {r.variant}")
         if fused is not None and r.kind == "graphed":
             r.ratios["graph speedup"] = fused.us_per_step["train"] / t
+        if fused is not None and r.kind == "triton":
+            r.ratios["triton speedup"] = fused.us_per_step["train"] / t
 
 
 # ---- reporting ----------------------------------------------------------------------------------
@@ -288,6 +325,9 @@ def format_cell(rows: list[Row], modes: Sequence[str]) -> str:
     head += "".join(f"{k:>20}" for k in ratio_keys)
     lines = [f"batch {rows[0].batch}, seq_len {rows[0].seq_len}", head]
     for r in rows:
+        if r.error is not None:
+            lines.append(f"{r.name:<26}failed: {r.error}")
+            continue
         line = f"{r.name:<26}" + "".join(f"{r.us_per_step[m]:>16.1f}" for m in modes)
         line += f"{r.peak_train_mib:>16.2f}" if r.peak_train_mib is not None else f"{'-':>16}"
         line += "".join(f"{r.ratios[k]:>19.3f}x" if k in r.ratios else f"{'':>20}" for k in ratio_keys)
@@ -299,7 +339,7 @@ def targets(rows: list[Row], hidden: int, gpu: bool = False) -> list[dict]:
     """The issues' targets for the default configuration at each (batch, seq_len) measured (`gpu`: issue 11's too)."""
     out = []
     for armin in (r for r in rows if r.name == f"armin {VARIANTS[0][0]}/{VARIANTS[0][1]}" and "train" in r.us_per_step):
-        same = {r.name: r for r in rows if (r.batch, r.seq_len) == (armin.batch, armin.seq_len)}
+        same = {r.name: r for r in rows if (r.batch, r.seq_len) == (armin.batch, armin.seq_len) and r.error is None}
         wide = same.get(f"nn.LSTM H={LSTM_WIDE * hidden}")
         naive = same.get(f"naive {armin.variant}")
         t = {"batch": armin.batch, "seq_len": armin.seq_len}
@@ -340,12 +380,15 @@ def fused_targets(same: dict[str, Row], armin: Row, hidden: int) -> dict:
 
 
 def gpu_targets(same: dict[str, Row], armin: Row, hidden: int) -> dict:
-    """Issue 11's targets (set for B=32 T=1000 and B=256; reported for every cell): the faster of the
-    fused and the graphed ARMIN against cuDNN's nn.LSTM at H and 3H, and the stretch in us per step."""
-    graphed = same.get(f"graphed {armin.variant}")
-    best = min((r for r in (armin, graphed) if r is not None), key=lambda r: r.us_per_step["train"])
+    """Issue 11's targets (set for B=32 T=1000 and B=256; reported for every cell): the fastest GPU path
+    of the default ARMIN (fused, graphed, Triton at each warp count) against cuDNN's nn.LSTM at H and 3H,
+    and the stretch in us per step."""
+    paths = [r for r in same.values() if r.variant == armin.variant and r.kind in ("armin", "graphed", "triton")
+             and "train" in r.us_per_step]
+    best = min(paths, key=lambda r: r.us_per_step["train"])
     us = best.us_per_step["train"]
-    t: dict = {"gpu_path": best.kind, "gpu_us_per_step": us, "gpu_us_per_step_ok": us <= GPU_STRETCH_US}
+    t: dict = {"gpu_path": best.name.removesuffix(f" {armin.variant}").replace(f" {armin.variant} ", " "),
+               "gpu_us_per_step": us, "gpu_us_per_step_ok": us <= GPU_STRETCH_US}
     for key, name, bound in (("gpu_vs_lstm", f"nn.LSTM H={hidden}", GPU_VS_LSTM),
                              ("gpu_vs_wide_lstm", f"nn.LSTM H={LSTM_WIDE * hidden}",
                               GPU_VS_WIDE_LSTM.get(armin.batch, GPU_VS_WIDE_LSTM[32]))):
@@ -395,12 +438,21 @@ def _verdicts(t: dict, items) -> list[str]:
     return out
 
 
+def triton_ready(device: torch.device) -> bool:
+    """Whether the Triton contenders run by default: on a GPU, where triton imports."""
+    from armin.model import triton_kernel
+
+    return device.type == "cuda" and triton_kernel.available()
+
+
 def bench_model(batches: Sequence[int] | None = None, seq_lens: Sequence[int] | None = None, *, hidden: int = 100,
                 modes: Sequence[str] = MODES, repeats: int = 5, warmup: int = 1, device: str = "cpu",
                 threads: int | None = None, naive: bool = True, as_json: bool = False,
-                graphs: Capture | None = None, eager: bool = True) -> dict:
+                graphs: Capture | None = None, eager: bool = True, triton: bool | None = None,
+                tardis: bool = True) -> dict:
     """Run the grid (default: GRIDS for the device), print a table per (batch, seq_len) (or JSON),
-    return everything as a dict. On CUDA the graphed twins run (`graphs`, default capture_cuda)."""
+    return everything as a dict. On CUDA the graphed twins run (`graphs`, default capture_cuda), and the
+    Triton ones where triton imports (`triton`, default: then)."""
     dev = torch.device(device)
     grid = GRIDS["cuda" if dev.type == "cuda" else "cpu"]
     batches, seq_lens = batches or grid[0], seq_lens or grid[1]
@@ -408,7 +460,8 @@ def bench_model(batches: Sequence[int] | None = None, seq_lens: Sequence[int] | 
         torch.set_num_threads(threads)
     if graphs is None and dev.type == "cuda":
         graphs = capture_cuda
-    contenders = make_contenders(hidden, dev, naive, graphs, eager)
+    contenders = make_contenders(hidden, dev, naive, graphs, eager, triton=triton_ready(dev)
+                                 if triton is None else triton, tardis=tardis)
     env = environment(dev)
     if not as_json:
         print("  ".join(f"{k}={v}" for k, v in env.items()), flush=True)

@@ -43,6 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     m.add_argument("--no-naive", action="store_true", help="skip the naive reference (it is the slowest)")
     m.add_argument("--no-eager", action="store_true", help="skip the eager step loops (slow at long sequences)")
+    m.add_argument("--no-tardis", action="store_true",
+                   help="skip the TARDIS-family models (AwTA, TARDIS, lstm+tardis-addressing)")
     m.add_argument("--spec", type=Path, metavar="SPEC",
                    help="profile the arms of this ablation spec instead (the study's cost profile: interleaved "
                         "paired rounds on the spec's device with a trial's threads, ratios to the baseline with "
@@ -133,7 +135,8 @@ def run_model_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"need --hidden >= 4 and --repeats >= 1; got {args.hidden=}, {args.repeats=}")
     bench_model(batches, seq_lens, hidden=args.hidden, modes=modes, repeats=args.repeats,
                 warmup=1 if args.warmup is None else args.warmup, device=args.device or "cpu", threads=args.threads,
-                naive=not args.no_naive, as_json=args.json, eager=not args.no_eager)
+                naive=not args.no_naive, as_json=args.json, eager=not args.no_eager,
+                tardis=not args.no_tardis)
     return 0
 
 

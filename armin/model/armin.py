@@ -51,6 +51,7 @@ class ARMIN(nn.Module):
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         self.cfg = cfg
         self.impl = impl  # settable at any time: model.impl = "eager" runs the step loop
+        self.kernels = "auto"  # the fused loop's backend (fused.BACKENDS): an execution switch too
         X, H, N, W = input_size, cfg.hidden_size, cfg.n_slots, cfg.slot_size
         self.sizes = (X, H, N, W)
         # Addressing: where the read logits come from (§3.1; TARDIS scorer §5)
@@ -224,7 +225,8 @@ class ARMIN(nn.Module):
         if noise is not None:
             noise = noise.to(device=x.device, dtype=x.dtype)
         if self.impl == "fused" and fused.supports(self.cfg):
-            return fused.fused_forward(self, x, s, temperature=temperature, noise=noise, trace=trace)
+            return fused.fused_forward(self, x, s, temperature=temperature, noise=noise, trace=trace,
+                                       backend=self.kernels)
         outs, reads = [], []
         for t in range(T):
             out, s, y = self.step(x[t], s, temperature, None if noise is None else noise[t])

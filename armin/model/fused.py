@@ -35,18 +35,22 @@ over slots; prev and usage carry the (straight-through) read address w, with gra
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from armin.errors import ConfigError
 from armin.model import extension
 from armin.model.config import ModelConfig
 from armin.model.kernel_types import (NORM_EPS, TARDIS_GATE_SHARPNESS, TARDIS_REPEAT_PENALTY, ModelOutput,
                                       RecurrentState, Saved, Spec)
 
-BACKENDS = ("auto", "cpp", "python")  # auto: C++ where it applies (CPU, float32/64, built), else python
+BACKENDS = ("auto", "cpp", "python", "triton")  # auto: see `kernels_for`
+CUDA_KERNELS_ENV = "ARMIN_CUDA_KERNELS"  # what "auto" runs on a GPU: python (default until measured) or triton
+CUDA_KERNELS = ("python", "triton")
 
 
 #: The allow-list: every value of each model switch the fused loop implements. A configuration using
@@ -424,11 +428,54 @@ class PythonKernels:
     backward = staticmethod(py_backward)
 
 
-def kernels_for(x: Tensor, backend: str = "auto"):
-    """The loop implementation for inputs like `x`: C++ (CPU, float32/64, extension built) or Python."""
+class TritonKernels:
+    """The Triton forward kernel (`triton_kernel.sequence_forward`, one launch per sequence) and, for a
+    spec the Triton backward kernel covers, its backward; else the Python loop's backward on the
+    forward's saved tensors (the same layout)."""
+
+    name = "triton"
+
+    @staticmethod
+    def forward(s, x, w_x, b_x, noise, w_a, w1, w2, w_v, w_u, w_m, kq, v, h0, c0, memory0, prev0, usage0, save):
+        from armin.model import triton_kernel
+
+        return triton_kernel.sequence_forward(s, x, w_x, b_x, noise, w_a, w1, w2, w_v, w_u, w_m, kq, v, h0, c0,
+                                              memory0, prev0, usage0, save)
+
+    @staticmethod
+    def backward(s, sv, x, w_x, w_a, w1, w2, w_v, w_u, w_m, v, d_out, d_h, d_c, d_mem, d_prev, d_usage, need_dx):
+        return py_backward(s, sv, x, w_x, w_a, w1, w2, w_v, w_u, w_m, v, d_out, d_h, d_c, d_mem, d_prev, d_usage,
+                           need_dx)
+
+
+def cuda_kernels() -> str:
+    """What `kernels_for(x, "auto")` runs on a GPU: $ARMIN_CUDA_KERNELS, default python (the Triton path
+    becomes the default once a GPU benchmark shows it faster; see benchmarks/gpu/)."""
+    value = os.environ.get(CUDA_KERNELS_ENV, "python")
+    if value not in CUDA_KERNELS:
+        raise ConfigError(f"{CUDA_KERNELS_ENV}={value!r}: expected one of {', '.join(CUDA_KERNELS)}")
+    return value
+
+
+def kernels_for(x: Tensor, backend: str = "auto", spec: Spec | None = None):
+    """The loop implementation for inputs like `x` (and the call `spec`, which "triton" must cover).
+
+    auto: on CPU the C++ loop (float32/64, extension built), else Python; on CUDA what `cuda_kernels()`
+    says, the Triton kernel only where it runs and covers `spec` (else Python). An explicit backend that
+    cannot run here is a one-line RuntimeError.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "python":
+        return PythonKernels
+    if backend == "triton" or (backend == "auto" and x.device.type == "cuda" and cuda_kernels() == "triton"):
+        from armin.model import triton_kernel
+
+        why = triton_kernel.runs_on(x) or (triton_kernel.covers(spec) if spec is not None else "")
+        if not why:
+            return TritonKernels
+        if backend == "triton":
+            raise RuntimeError(f"the Triton kernels are unavailable here: {why}")
         return PythonKernels
     usable = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
     ext = extension.load() if usable or backend == "cpp" else None
@@ -505,7 +552,7 @@ def fused_forward(model, x: Tensor, state, *, temperature: float, noise: Tensor 
     spec, w_x, b_x, w_a, w1, w2, w_v, w_u, w_m, kq, v = pack(model, state.n_written, temperature)
     if noise is not None:
         noise = noise.contiguous()
-    kernels = kernels_for(x, backend)
+    kernels = kernels_for(x, backend, spec)
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w_x, b_x, w_a, w1, w2, w_v, w_u, w_m, kq, v, state.h, state.c,
                                                     state.memory, state.prev_read, state.usage))

@@ -1,29 +1,39 @@
-"""The ARMIN recurrence's forward as one Triton kernel launch per sequence (issue 11, step 2b; optional).
+"""The fused ARMIN loop's forward as one Triton kernel launch per sequence (issue 11, step 2b; optional).
 
-One program owns a block of BLOCK_B batch rows for the whole sequence: it keeps their state h and
-memory (BLOCK_B, N, W) in registers and walks the T steps inside the kernel — read (logits,
-softmax, argmax or soft read), the integrating cell, the write — so a sequence is one launch, not a
-dozen per step. The x part of every layer (`fused.pack`'s z = x @ w_x^T + b_x) is one matmul before
-it. Each step's products are `tl.dot`s of the block's rows against the (L2-resident) recurrent
-weights; sizes are padded to powers of two >= 16 (tl.dot's minimum) with masked loads, and the
-padding provably stays zero (every padded gate input is 0, so its state, read and write are 0).
+One program owns a block of BLOCK_B batch rows for the whole sequence: it keeps their state h (and
+the LSTM cell's c) in registers, their memory rows in global memory (updated in place: a hard read
+gathers one slot, a write stores one), and walks the T steps inside the kernel
+— read (logits, softmax, argmax or soft read), the cell, the write — so a sequence is one launch,
+not a dozen per step. The x part of every layer (z = x @ w_x^T + b_x, as `fused.pack` lays it out)
+is one matmul before it. Each step's products are `tl.dot`s of the block's rows against the
+(L2-resident) recurrent weights; sizes are padded to powers of two >= 16 (tl.dot's minimum) with
+masked loads, and the padding provably stays zero (every padded gate input is 0, so its state, read
+and write are 0).
 
-Covered (`supports`): the integrating cell in both formulations, addressing hidden / hidden_only /
-input_only, Gumbel (hard) and soft reads; forward only (inference, no autograd), as `forward(model,
-x, ...)`. TARDIS addressing, the LSTM and TARDIS cells and a backward are not written yet.
+`sequence_forward` has the fused backends' forward interface (`fused.PythonKernels.forward`): with
+`save` it also writes every `Saved` tensor the hand-written backward needs, in the layout the
+Python and C++ loops write, so `fused.TritonKernels` trains through it (backward: the Triton
+backward kernel where it covers the spec, else the Python loop).
+
+Covered (`covers`): the integrating cell in both formulations and the LSTM cell; addressing hidden /
+hidden_only / input_only; Gumbel (hard) and soft reads; any n_written. Not: TARDIS addressing and
+the TARDIS cell (their per-slot scorer and gate noise), which run the Python loop on a GPU.
 
 Triton is optional: `available()` says whether it imports; on a machine without a GPU the kernel
 runs under TRITON_INTERPRET=1 (set before triton is imported), which is how the CPU tests check it
-against `naive.py` in float64. Its speed is unmeasured until a GPU runs `armin bench`.
+against `naive.py` and the Python loop in float64. Its speed is unmeasured until a GPU runs
+`armin bench model --device cuda`.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import Tensor
 
 from armin.model.config import ModelConfig
-from armin.model.kernel_types import ModelOutput, RecurrentState
+from armin.model.kernel_types import Saved, Spec
 
 try:
     import triton
@@ -35,7 +45,8 @@ except ImportError as e:  # optional dependency
     _WHY = f"triton is not installed ({e})"
 
 BLOCK_B = 16  # batch rows per program (tl.dot needs >= 16)
-SUPPORT = {"arch": ("armin",), "cell": ("armin",), "addressing": ("hidden", "hidden_only", "input_only"),
+NUM_WARPS = 4  # warps per program (a launch setting: `armin bench model` on a GPU also times 8)
+SUPPORT = {"arch": ("armin",), "cell": ("armin", "lstm"), "addressing": ("hidden", "hidden_only", "input_only"),
            "read": ("gumbel", "soft"), "formulation": ("reference", "paper")}
 
 
@@ -47,8 +58,32 @@ def why_unavailable() -> str:
     return _WHY
 
 
+def interpreted() -> bool:
+    """Whether Triton runs its interpreter (TRITON_INTERPRET=1: CPU tensors, the tests' mode)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def runs_on(x: Tensor) -> str:
+    """Empty if the kernel can run on tensors like `x` here, else why not (one line)."""
+    if not available():
+        return why_unavailable()
+    if x.device.type != "cuda" and not interpreted():
+        return f"Triton kernels need a CUDA device (inputs on {x.device}; TRITON_INTERPRET=1 runs them on CPU)"
+    return ""
+
+
 def supports(cfg: ModelConfig) -> bool:
+    """Whether the kernel computes this model configuration."""
     return all(getattr(cfg, k) in allowed for k, allowed in SUPPORT.items())
+
+
+def covers(s: Spec) -> str:
+    """Empty if the kernel computes this fused call, else what it does not cover (one line)."""
+    if s.U:
+        return "TARDIS addressing"
+    if s.tardis_cell:
+        return "the TARDIS cell"
+    return ""
 
 
 def _pad(n: int) -> int:
@@ -73,24 +108,44 @@ if triton is not None:
                        mask=(rows[:, None] < B) & (j[None, :] < n), other=0.0)
 
     @triton.jit
+    def _pre(z_ptr, base, rows, B, K, zcol, u, v, w_ptr, ld, row0, n, H, W, HP: tl.constexpr, WP: tl.constexpr,
+             JP: tl.constexpr):
+        """One gate block's pre-activation: z[:, zcol:zcol+n] + [u | v] @ w[row0:row0+n, :H+W]^T, u (., H), v (., W)."""
+        return (_z(z_ptr, base, rows, B, K, zcol, n, JP) + _mv(u, w_ptr, ld, row0, 0, n, H, HP, JP)
+                + _mv(v, w_ptr, ld, row0, H, n, W, WP, JP))
+
+    @triton.jit
+    def _put(ptr, step, rows, B, ld, col0, n, v, JP: tl.constexpr):
+        """ptr[step, rows, col0:col0+n] = v for a (steps, B, ld) buffer."""
+        j = tl.arange(0, JP)
+        tl.store(ptr + step * B * ld + rows[:, None] * ld + col0 + j[None, :], v,
+                 mask=(rows[:, None] < B) & (j[None, :] < n))
+
+    @triton.jit
     def _tanh(v):
         return 2.0 * tl.sigmoid(2.0 * v) - 1.0
 
     @triton.jit
-    def _armin_forward(z_ptr, noise_ptr, wa_ptr, w1_ptr, w2_ptr, wv_ptr, h_ptr, mem_ptr, out_ptr, y_ptr,
-                       T, B, n_written, inv_temp, forget_bias,
+    def _armin_forward(z_ptr, noise_ptr, wa_ptr, w1_ptr, w2_ptr, wv_ptr, h_ptr, c_ptr, mem_ptr, out_ptr, y_ptr,
+                       hs_ptr, cs_ptr, r_ptr, tr_ptr, th_ptr, idx_ptr, g1_ptr, g2_ptr, old_ptr, snap_ptr,
+                       T, B, n_written, n_old, inv_temp, forget_bias,
                        H: tl.constexpr, N: tl.constexpr, W: tl.constexpr, K: tl.constexpr,
-                       O1: tl.constexpr, O2: tl.constexpr, OV: tl.constexpr,
+                       K1: tl.constexpr, K2: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr, OV: tl.constexpr,
                        HP: tl.constexpr, NP: tl.constexpr, WP: tl.constexpr, BLOCK: tl.constexpr,
-                       REFERENCE: tl.constexpr, SOFT: tl.constexpr, ADDRESS_H: tl.constexpr,
-                       HAS_NOISE: tl.constexpr):
+                       REFERENCE: tl.constexpr, ARMIN_CELL: tl.constexpr, SOFT: tl.constexpr,
+                       ADDRESS_H: tl.constexpr, HAS_NOISE: tl.constexpr, SAVE: tl.constexpr):
         rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         hi, ni, wi = tl.arange(0, HP), tl.arange(0, NP), tl.arange(0, WP)
         rmask = rows < B
-        h = tl.load(h_ptr + rows[:, None] * H + hi[None, :], mask=rmask[:, None] & (hi[None, :] < H), other=0.0)
+        hmask = rmask[:, None] & (hi[None, :] < H)
+        h = tl.load(h_ptr + rows[:, None] * H + hi[None, :], mask=hmask, other=0.0)
+        if not ARMIN_CELL:
+            c = tl.load(c_ptr + rows[:, None] * H + hi[None, :], mask=hmask, other=0.0)
+        # memory stays in global memory (L2-resident), updated in place: B x N x W does not fit in registers
+        # at the default sizes; a hard read and write move one row of W per batch row
         mptr = mem_ptr + rows[:, None, None] * (N * W) + ni[None, :, None] * W + wi[None, None, :]
         mmask = rmask[:, None, None] & (ni[None, :, None] < N) & (wi[None, None, :] < W)
-        mem = tl.load(mptr, mask=mmask, other=0.0)
+        wmask = rmask[:, None] & (wi[None, :] < W)
         C = H + W  # columns of w1 and w2: [state | read]
         for t in range(0, T):
             base = t * B * K
@@ -105,84 +160,142 @@ if triton is not None:
             e = tl.exp(a - tl.max(a, axis=1)[:, None])
             y = e / tl.sum(e, axis=1)[:, None]
             idx = tl.argmax(y, axis=1)
-            hit = ni[None, :] == idx[:, None]  # (BLOCK, NP) the hard read's slot
             if SOFT:
+                mem = tl.load(mptr, mask=mmask, other=0.0)
                 r = tl.sum(y[:, :, None] * mem, axis=1)
+            else:  # a gather of the slot read
+                r = tl.load(mem_ptr + rows[:, None] * (N * W) + idx[:, None] * W + wi[None, :], mask=wmask, other=0.0)
+            if ARMIN_CELL:
+                # the integrating cell: input gates g^h, g^r, then i, j, f, o^h, o^r over [g^h h, g^r r]
+                gh = tl.sigmoid(_pre(z_ptr, base, rows, B, K, O1, h, r, w1_ptr, C, 0, H, H, W, HP, WP, HP))
+                gr = tl.sigmoid(_pre(z_ptr, base, rows, B, K, O1 + H, h, r, w1_ptr, C, H, W, H, W, HP, WP, WP))
+                hg, rg = gh * h, gr * r
+                si = tl.sigmoid(_pre(z_ptr, base, rows, B, K, O2, hg, rg, w2_ptr, C, 0, H, H, W, HP, WP, HP))
+                tj = _tanh(_pre(z_ptr, base, rows, B, K, O2 + H, hg, rg, w2_ptr, C, H, H, H, W, HP, WP, HP))
+                sf = tl.sigmoid(_pre(z_ptr, base, rows, B, K, O2 + 2 * H, hg, rg, w2_ptr, C, 2 * H, H, H, W, HP, WP, HP)
+                                + forget_bias)
+                soh = tl.sigmoid(_pre(z_ptr, base, rows, B, K, O2 + 3 * H, hg, rg, w2_ptr, C, 3 * H, H, H, W, HP, WP,
+                                      HP))
+                sor = tl.sigmoid(_pre(z_ptr, base, rows, B, K, O2 + 4 * H, hg, rg, w2_ptr, C, 4 * H, W, H, W, HP, WP,
+                                      WP))
+                new = sf * h + si * tj  # eq. (5)
+                if REFERENCE:
+                    new = _tanh(new)
+                    out_h, out_r = new * soh, r * sor
+                else:
+                    th, tr = _tanh(new), _tanh(r)
+                    out_h, out_r = soh * th, sor * tr
+                    if SAVE:
+                        _put(th_ptr, t, rows, B, H, 0, H, th, HP)
+                        _put(tr_ptr, t, rows, B, W, 0, W, tr, WP)
+                if SAVE:
+                    _put(g1_ptr, t, rows, B, K1, 0, H, gh, HP)
+                    _put(g1_ptr, t, rows, B, K1, H, W, gr, WP)
+                    _put(g2_ptr, t, rows, B, K2, 0, H, si, HP)
+                    _put(g2_ptr, t, rows, B, K2, H, H, tj, HP)
+                    _put(g2_ptr, t, rows, B, K2, 2 * H, H, sf, HP)
+                    _put(g2_ptr, t, rows, B, K2, 3 * H, H, soh, HP)
+                    _put(g2_ptr, t, rows, B, K2, 4 * H, W, sor, WP)
             else:
-                r = tl.sum(tl.where(hit[:, :, None], mem, 0.0), axis=1)
-            # the integrating cell: input gates g^h, g^r, then i, j, f, o^h, o^r over [g^h h, g^r r]
-            gh = tl.sigmoid(_z(z_ptr, base, rows, B, K, O1, H, HP) + _mv(h, w1_ptr, C, 0, 0, H, H, HP, HP)
-                            + _mv(r, w1_ptr, C, 0, H, H, W, WP, HP))
-            gr = tl.sigmoid(_z(z_ptr, base, rows, B, K, O1 + H, W, WP) + _mv(h, w1_ptr, C, H, 0, W, H, HP, WP)
-                            + _mv(r, w1_ptr, C, H, H, W, W, WP, WP))
-            hg, rg = gh * h, gr * r
-            si = tl.sigmoid(_z(z_ptr, base, rows, B, K, O2, H, HP) + _mv(hg, w2_ptr, C, 0, 0, H, H, HP, HP)
-                            + _mv(rg, w2_ptr, C, 0, H, H, W, WP, HP))
-            tj = _tanh(_z(z_ptr, base, rows, B, K, O2 + H, H, HP) + _mv(hg, w2_ptr, C, H, 0, H, H, HP, HP)
-                       + _mv(rg, w2_ptr, C, H, H, H, W, WP, HP))
-            sf = tl.sigmoid(_z(z_ptr, base, rows, B, K, O2 + 2 * H, H, HP) + forget_bias
-                            + _mv(hg, w2_ptr, C, 2 * H, 0, H, H, HP, HP) + _mv(rg, w2_ptr, C, 2 * H, H, H, W, WP, HP))
-            soh = tl.sigmoid(_z(z_ptr, base, rows, B, K, O2 + 3 * H, H, HP) + _mv(hg, w2_ptr, C, 3 * H, 0, H, H, HP, HP)
-                             + _mv(rg, w2_ptr, C, 3 * H, H, H, W, WP, HP))
-            sor = tl.sigmoid(_z(z_ptr, base, rows, B, K, O2 + 4 * H, W, WP) + _mv(hg, w2_ptr, C, 4 * H, 0, W, H, HP, WP)
-                             + _mv(rg, w2_ptr, C, 4 * H, H, W, W, WP, WP))
-            new = sf * h + si * tj  # eq. (5)
+                # the LSTM cell over [x, h, r]: i, j, f, o; o_t = [h, r]
+                si = tl.sigmoid(_pre(z_ptr, base, rows, B, K, O1, h, r, w1_ptr, C, 0, H, H, W, HP, WP, HP))
+                tj = _tanh(_pre(z_ptr, base, rows, B, K, O1 + H, h, r, w1_ptr, C, H, H, H, W, HP, WP, HP))
+                sf = tl.sigmoid(_pre(z_ptr, base, rows, B, K, O1 + 2 * H, h, r, w1_ptr, C, 2 * H, H, H, W, HP, WP, HP)
+                                + forget_bias)
+                so = tl.sigmoid(_pre(z_ptr, base, rows, B, K, O1 + 3 * H, h, r, w1_ptr, C, 3 * H, H, H, W, HP, WP, HP))
+                c = sf * c + si * tj
+                tc = _tanh(c)
+                new = tc * so
+                out_h, out_r = new, r
+                if SAVE:
+                    _put(cs_ptr, t + 1, rows, B, H, 0, H, c, HP)
+                    _put(th_ptr, t, rows, B, H, 0, H, tc, HP)
+                    _put(g1_ptr, t, rows, B, K1, 0, H, si, HP)
+                    _put(g1_ptr, t, rows, B, K1, H, H, tj, HP)
+                    _put(g1_ptr, t, rows, B, K1, 2 * H, H, sf, HP)
+                    _put(g1_ptr, t, rows, B, K1, 3 * H, H, so, HP)
             if REFERENCE:
-                new = _tanh(new)
-                out_h, out_r = new * soh, r * sor
                 value = _z(z_ptr, base, rows, B, K, OV, W, WP) + _mv(new, wv_ptr, H, 0, 0, W, H, HP, WP)
             else:
-                out_h, out_r = soh * _tanh(new), sor * _tanh(r)
                 value = new  # W == H here, so WP == HP
-            # outputs [o^h part | o^r part] and the soft address
-            obase = out_ptr + t * B * C + rows[:, None] * C
-            tl.store(obase + hi[None, :], out_h, mask=rmask[:, None] & (hi[None, :] < H))
-            tl.store(obase + H + wi[None, :], out_r, mask=rmask[:, None] & (wi[None, :] < W))
-            tl.store(y_ptr + t * B * N + rows[:, None] * N + ni[None, :], y, mask=rmask[:, None] & (ni[None, :] < N))
+            # outputs [o^h part | o^r part], the soft address, and what the backward needs
+            _put(out_ptr, t, rows, B, C, 0, H, out_h, HP)
+            _put(out_ptr, t, rows, B, C, H, W, out_r, WP)
+            _put(y_ptr, t, rows, B, N, 0, N, y, NP)
+            if SAVE:
+                _put(hs_ptr, t + 1, rows, B, H, 0, H, new, HP)
+                _put(r_ptr, t, rows, B, W, 0, W, r, WP)
+                if not SOFT:
+                    tl.store(idx_ptr + t * B + rows, idx.to(tl.int64), mask=rmask)
             # write: slot n_written + t while filling, then the slot read (soft reads: blend by y)
             if n_written + t < N:
-                fill = (ni[None, :] == n_written + t) & rmask[:, None]
-                mem = tl.where(fill[:, :, None], value[:, None, :], mem)
+                slot = mem_ptr + rows[:, None] * (N * W) + (n_written + t) * W + wi[None, :]
+                if SAVE:
+                    _put(old_ptr, t, rows, B, W, 0, W, tl.load(slot, mask=wmask, other=0.0), WP)
+                    tl.debug_barrier()  # every thread has loaded the slot before any overwrites it
+                tl.store(slot, value, mask=wmask)
             elif SOFT:
-                mem = y[:, :, None] * value[:, None, :] + (1.0 - y[:, :, None]) * mem
+                if SAVE:
+                    sptr = snap_ptr + (t - n_old) * B * N * W + rows[:, None, None] * (N * W) \
+                        + ni[None, :, None] * W + wi[None, None, :]
+                    tl.store(sptr, mem, mask=mmask)
+                tl.store(mptr, y[:, :, None] * value[:, None, :] + (1.0 - y[:, :, None]) * mem, mask=mmask)
             else:
-                mem = tl.where(hit[:, :, None], value[:, None, :], mem)
+                if SAVE:
+                    _put(old_ptr, t, rows, B, W, 0, W, r, WP)  # the slot read is the slot written
+                tl.store(mem_ptr + rows[:, None] * (N * W) + idx[:, None] * W + wi[None, :], value, mask=wmask)
+            tl.debug_barrier()  # the next step's read sees this write (other threads of the program made it)
             h = new
-        tl.store(h_ptr + rows[:, None] * H + hi[None, :], h, mask=rmask[:, None] & (hi[None, :] < H))
-        tl.store(mptr, mem, mask=mmask)
+        tl.store(h_ptr + rows[:, None] * H + hi[None, :], h, mask=hmask)
+        if not ARMIN_CELL:
+            tl.store(c_ptr + rows[:, None] * H + hi[None, :], c, mask=hmask)
 
 
-def forward(model, x: Tensor, state: RecurrentState | None = None, *, temperature: float = 1.0,
-            noise: Tensor | None = None) -> ModelOutput:
-    """`ARMIN.forward` without gradients for a supported config, through the Triton kernel.
-
-    `noise` (T, B, N): the Gumbel noise of a noisy read (None: none, as evaluation); soft addresses
-    are returned as `reads`.
-    """
-    from armin.model.fused import pack
-
-    if not available():
-        raise RuntimeError(f"the Triton kernel is unavailable: {why_unavailable()}")
-    if not supports(model.cfg):
-        raise ValueError(f"the Triton kernel does not cover {model.cfg.describe()}")
+def sequence_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor | None, w_a: Tensor | None,
+                     w1: Tensor, w2: Tensor | None, w_v: Tensor | None, w_u, w_m, kq, v, h0: Tensor,
+                     c0: Tensor | None, memory0: Tensor, prev0, usage0, save: bool
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Saved]:
+    """(out (T, B, H+W), y (T, B, N), h_T, c_T, saved), as `fused.py_forward`; `saved` is complete with
+    `save` (else only its memory). The TARDIS arguments (w_u, w_m, kq, v, prev0, usage0) must be None."""
+    why = runs_on(x) or covers(s)
+    if why:
+        raise ValueError(f"the Triton kernel cannot run this call: {why}")
     T, B, X = x.shape
-    s = model.initial_state(B) if state is None else state
-    with torch.no_grad():
-        spec, w_x, b_x, w_a, w1, w2, w_v, *_ = pack(model, s.n_written, temperature)
-        H, N, W = spec.H, spec.N, spec.W
-        o1, o2, ov, K = spec.offsets
-        z = torch.addmm(b_x, x.reshape(T * B, X), w_x.T).view(T, B, K).contiguous()
-        h = s.h.detach().clone().contiguous()
-        mem = s.memory.detach().clone().contiguous()
-        out = x.new_empty(T, B, H + W)
-        y = x.new_empty(T, B, N)
-        dummy = x.new_zeros(1)
-        nz = dummy if noise is None else noise.to(x).contiguous()
-        grid = (triton.cdiv(B, BLOCK_B),)
-        _armin_forward[grid](z, nz, dummy if w_a is None else w_a, w1, w2, dummy if w_v is None else w_v, h, mem,
-                             out, y, T, B, s.n_written, 1.0 / spec.temperature, spec.forget_bias,
-                             H=H, N=N, W=W, K=K, O1=o1, O2=o2, OV=ov, HP=_pad(H), NP=_pad(N), WP=_pad(W),
-                             BLOCK=BLOCK_B, REFERENCE=spec.reference, SOFT=spec.soft, ADDRESS_H=spec.address_h,
-                             HAS_NOISE=noise is not None)
-        nxt = RecurrentState(h=h, c=None, memory=mem, n_written=min(s.n_written + T, N), prev_read=None, usage=None)
-        return ModelOutput(model.head(out), nxt, y)
+    H, N, W, K1, K2 = s.H, s.N, s.W, s.K1, s.K2
+    o1, o2, ov, K = s.offsets
+    z = torch.addmm(b_x, x.reshape(T * B, X), w_x.T).view(T, B, K).contiguous()
+    own = lambda t: t.clone(memory_format=torch.contiguous_format)  # noqa: E731 - the kernel writes it in place
+    h, mem = own(h0), own(memory0)
+    c = None if s.armin_cell else own(c0)
+    out, y = x.new_empty(T, B, H + W), x.new_empty(T, B, N)
+    empty = x.new_empty(0)
+    n_old = T if not s.soft else max(0, min(T, N - s.n_written))  # steps whose write replaced one slot
+    paper = not s.reference and s.armin_cell
+    if save:
+        hs, cs = x.new_empty(T + 1, B, H), (empty if s.armin_cell else x.new_empty(T + 1, B, H))
+        hs[0] = h
+        if not s.armin_cell:
+            cs[0] = c
+        steps = lambda n, *shape: x.new_empty(n, *shape) if n else empty  # noqa: E731 - the Python loop's layout
+        sv = dict(hs=hs, cs=cs, r=x.new_empty(T, B, W), tr=steps(T if paper else 0, B, W),
+                  th=steps(T if paper or not s.armin_cell else 0, B, H), y=y,
+                  idx=empty if s.soft else torch.empty(T, B, dtype=torch.long, device=x.device),
+                  g1=x.new_empty(T, B, K1), g2=steps(T if s.armin_cell else 0, B, K2),
+                  old=steps(n_old, B, W), snap=steps(T - n_old if s.soft else 0, B, N, W))
+    dummy = x.new_zeros(1)
+    ptr = lambda name: sv[name] if save and sv[name].numel() else dummy  # noqa: E731
+    grid = (triton.cdiv(B, BLOCK_B),)
+    _armin_forward[grid](
+        z, dummy if noise is None else noise.to(x).contiguous(), dummy if w_a is None else w_a, w1,
+        dummy if w2 is None else w2, dummy if w_v is None else w_v, h, dummy if c is None else c, mem, out, y,
+        *(ptr(n) for n in ("hs", "cs", "r", "tr", "th")), ptr("idx") if save and not s.soft else
+        torch.zeros(1, dtype=torch.long, device=x.device), *(ptr(n) for n in ("g1", "g2", "old", "snap")),
+        T, B, s.n_written, n_old, 1.0 / s.temperature, s.forget_bias,
+        H=H, N=N, W=W, K=K, K1=K1, K2=max(K2, 1), O1=o1, O2=o2, OV=ov, HP=_pad(H), NP=_pad(N), WP=_pad(W),
+        BLOCK=BLOCK_B, REFERENCE=s.reference, ARMIN_CELL=s.armin_cell, SOFT=s.soft, ADDRESS_H=s.address_h,
+        HAS_NOISE=noise is not None, SAVE=save, num_warps=NUM_WARPS)
+    saved = Saved(**sv, memory=mem, tpre=empty, un=empty, unn=empty, sc=empty, scn=empty, val=empty, mq=empty,
+                  prev=empty, usage=empty) if save else \
+        Saved(*([empty] * 11), memory=mem, tpre=empty, un=empty, unn=empty, sc=empty, scn=empty, val=empty,
+              mq=empty, prev=empty, usage=empty)
+    return out, y, h, c, saved

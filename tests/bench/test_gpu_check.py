@@ -2,12 +2,18 @@
 on something a CPU could have caught. (The whole shell script ran on CPU with DEVICE=cpu TINY=1 by hand;
 it takes minutes here, so it is not part of the suite.)"""
 
+import importlib
 import importlib.util
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():  # the Triton check runs interpreted on CPU (set before triton is imported)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
@@ -22,6 +28,10 @@ def test_the_gpu_import_chain_needs_neither_ray_nor_optuna():
 
 
 def test_the_float64_checks_pass_on_cpu():
+    from armin.model import triton_kernel
+
+    if triton_kernel.available() and not torch.cuda.is_available():
+        importlib.reload(triton_kernel)  # imported before TRITON_INTERPRET was set: compiled for a GPU
     # Two of the script's configurations and one Triton one: the same code as on the GPU; every configuration's
     # numerics on CPU are tests/model's (fused, graphed and Triton against naive.py).
     configs = ({}, {"cell": "lstm"})
@@ -29,7 +39,8 @@ def test_the_float64_checks_pass_on_cpu():
     paths = {(json.dumps(c.get("config")), c["path"]) for c in result["checks"]}
     assert result["ok"] and len([p for p in paths if p[1] in ("fused", "graphed")]) == 2 * len(configs)
     assert all(c["max_abs_err"] < 1e-9 for c in result["checks"] if "max_abs_err" in c)
-    assert [c["path"] for c in result["checks"]].count("triton") == 1
+    (triton,) = [c for c in result["checks"] if c["path"] == "triton"]
+    assert "skipped" in triton or triton["kernels"] == "triton"  # trained through the Triton kernels
 
 
 def test_fractional_runs_trials_at_once_and_reports_throughput(monkeypatch):

@@ -75,3 +75,28 @@ def test_the_graphed_contenders_and_issue_11s_targets_on_cpu(capsys):
     assert abs(t["gpu_vs_lstm"] - best / rows["nn.LSTM H=8"]["us_per_step"]["train"]) < 1e-9
     assert t["gpu_vs_wide_lstm_bound"] == 0.5 and t["gpu_vs_lstm_ok"] == (t["gpu_vs_lstm"] <= 1.0)
     assert "issue 11:" in format_targets([t], 8)
+
+
+def test_a_contender_that_raises_is_an_error_row_and_the_others_are_still_timed():
+    """A kernel that does not build on some GPU (say, out of shared memory) must not lose a cell's other times."""
+    from armin.bench.model import Contender, add_ratios, bench_cell, format_cell, make_contenders
+
+    contenders = [c for c in make_contenders(8, torch.device("cpu"), naive=False, eager=False, tardis=False)
+                  if c.name in ("armin reference/armin", "nn.LSTM H=8")]
+
+    def broken(x, train, gen):
+        raise RuntimeError("out of resources: shared memory, required: 300000\nmore detail")
+    base = contenders[0]
+    contenders.append(Contender("triton reference/armin", "triton", "reference/armin", base.module, broken))
+    rows = bench_cell(contenders, 2, 4, ("train", "infer"), 2, 0, torch.device("cpu"))
+    by = {r.name: r for r in rows}
+    bad = by["triton reference/armin"]
+    assert bad.error == "train: RuntimeError: out of resources: shared memory, required: 300000"
+    assert bad.us_per_step == {} and bad.ratios == {} and bad.peak_train_mib is None
+    assert all(by[n].error is None and set(by[n].us_per_step) == {"train", "infer"}
+               for n in ("armin reference/armin", "nn.LSTM H=8"))
+    assert "vs nn.LSTM H=8" in by["armin reference/armin"].ratios
+    assert "\ntriton reference/armin    failed: train: RuntimeError: out of" in format_cell(rows, ("train", "infer"))
+    add_ratios(rows)  # again: an error row is skipped, not a KeyError
+    (t,) = targets(rows, 8, gpu=True)
+    assert t["gpu_path"] == "armin"
