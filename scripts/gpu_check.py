@@ -66,13 +66,14 @@ def copy_run(device: str, steps: int, seed: int, tiny: bool = False):
 def run_trial(device: str, steps: int, seed: int, tiny: bool = False) -> dict:
     import torch
 
+    from armin.model.fused import cuda_kernels
     from armin.training import train
 
     start = time.perf_counter()
     result = train(copy_run(device, steps, seed, tiny))
     out = {"seed": seed, "status": result.status, "steps": result.steps_done, "wall_s": time.perf_counter() - start,
            "time_per_step_s": result.time_per_step_s, "step_peak_bytes": result.peak_memory_bytes,
-           "device": result.device}
+           "device": result.device, "cuda_kernels": cuda_kernels()}
     if device.startswith("cuda"):
         out["process_peak_bytes"] = torch.cuda.max_memory_allocated(torch.device(device))
     return out

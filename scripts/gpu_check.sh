@@ -10,6 +10,7 @@
 #                       benchmarks/gpu/README.md)
 #   fractional.json     1, 2, 4, 8 copy-task trials at once on the GPU (plain subprocesses): trials/hour,
 #                       peak memory per trial, the 4-at-once target
+#   fractional_triton.json  1 and 4 of them with ARMIN_CUDA_KERNELS=triton (the trainer on the Triton kernels)
 #   pytest.txt          with PYTEST=1 and pytest installed: the CUDA tests under pytest as well
 # Each stage has a time limit (never past the budget) and the script goes on after a failed stage;
 # summary.txt lists each stage's exit status (124: its time limit). Environment: PYTHON (default python3),
@@ -61,6 +62,9 @@ for cell in $CELLS; do bench_cell "$cell" "$LONG" --no-eager --no-tardis; done
 stage fractional 120 "$PY" scripts/gpu_check.py fractional --device "$DEVICE" --trials $TRIALS --steps "$STEPS" \
   --out "$OUT/fractional.json"
 for cell in $SHORT_CELLS; do bench_cell "$cell" "$SHORT"; done
+# the same trials through the Triton kernels (the trainer's kernels on CUDA: ARMIN_CUDA_KERNELS), 1 and 4 at once
+stage fractional_triton 90 env ARMIN_CUDA_KERNELS=triton "$PY" scripts/gpu_check.py fractional --device "$DEVICE" \
+  --trials ${TRIALS/1,2,4,8/1,4} --steps "$STEPS" --out "$OUT/fractional_triton.json"
 stage merge 30 "$PY" scripts/gpu_check.py merge "$OUT" --out "$OUT/bench.json"
 if [[ "${PYTEST:-0}" == 1 ]] && "$PY" -c 'import pytest' 2>/dev/null; then
   stage pytest 90 "$PY" -m pytest -q -p no:cacheprovider -o addopts=-ra tests/model/test_graphs.py \

@@ -45,10 +45,12 @@ def test_the_float64_checks_pass_on_cpu():
 
 def test_fractional_runs_trials_at_once_and_reports_throughput(monkeypatch):
     monkeypatch.setenv("ARMIN_FUSED_CPP", "0")  # the trials' subprocesses: no extension load
+    monkeypatch.delenv("ARMIN_CUDA_KERNELS", raising=False)
     result = gpu_check.fractional("cpu", [2], steps=2, tiny=True)  # one round: each subprocess costs seconds here
     (two,) = result["rows"]
     assert result["ok"] and two["trials_at_once"] == 2 and two["failed"] == []
     assert [t["status"] for t in two["trials"]] == ["completed"] * 2 and two["peak_bytes_per_trial"] > 0
+    assert {t["cuda_kernels"] for t in two["trials"]} == {"python"}  # what a GPU trial would have run
     assert two["trials_per_hour"] == pytest.approx(3600 * 2 / two["wall_s"])
     assert two["throughput_vs_one"] is None and result["target_issue_11"] is None  # no 1- or 4-at-once row
 
