@@ -337,19 +337,24 @@ def py_backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, 
             if s.address_h:
                 d_hp = d_hp + d_a @ w_a
         d_h, d_c = d_hp, d_cp
-    R, X = T * B, x.shape[2]
-    d_z = d_zx.view(R, K)
-    d_x = (d_z @ w_x).view(T, B, X) if need_dx else None
-    d_w_x = (x.reshape(R, X).T @ d_z).T  # (K, X); x^T @ d_z is the fast orientation for a skinny X
     tardis = (None,) * 6
     if U:
         d_w_m += d_mq.reshape(B * N, U).T @ mem.reshape(B * N, W)  # mem is memory0 again here
         d_mem = d_mem + d_mq @ w_m
-        rows_ = lambda t: t.reshape(R, -1)  # noqa: E731
-        d_w_u = rows_(d_zx[..., :U]).T @ rows_(sv.un)
+        d_w_u = d_zx[..., :U].reshape(T * B, U).T @ sv.un.reshape(T * B, N)
         tardis = (d_w_u, d_w_m, d_kq, d_v, d_prev, d_usage)
-    d_w_a, d_w1, d_w2, d_w_v = weight_grads(s, sv, d_zx)
-    return (d_x, d_w_x, d_z.sum(0), d_w_a, d_w1, d_w2, d_w_v, *tardis[:4], d_h, d_c, d_mem, *tardis[4:])
+    return (*loop_tail(s, sv, x, w_x, d_zx, need_dx), *tardis[:4], d_h, d_c, d_mem, *tardis[4:])
+
+
+def loop_tail(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, d_zx: Tensor, need_dx: bool) -> tuple[Tensor | None, ...]:
+    """What follows the reverse loop in every backend that hands back d_zx (T, B, K): the gradients
+    (d_x, d_w_x, d_b_x, d_w_a, d_w1, d_w2, d_w_v), each one matmul over all T*B rows."""
+    T, B, K = d_zx.shape
+    R, X = T * B, x.shape[2]
+    d_z = d_zx.view(R, K)
+    d_x = (d_z @ w_x).view(T, B, X) if need_dx else None
+    d_w_x = (x.reshape(R, X).T @ d_z).T  # (K, X); x^T @ d_z is the fast orientation for a skinny X
+    return (d_x, d_w_x, d_z.sum(0), *weight_grads(s, sv, d_zx))
 
 
 def weight_grads(s: Spec, sv: Saved, d_zx: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None, Tensor | None]:
