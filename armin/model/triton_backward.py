@@ -30,6 +30,10 @@ from armin.model.fused import loop_tail
 from armin.model.kernel_types import Saved, Spec
 
 triton, tl = triton_kernel.triton, triton_kernel.tl
+#: No software pipelining of the T loop: it multi-buffers every per-step weight tile in shared memory
+#: (612 KB at H=100, N=50, W=32 in float32 with 2 stages, 1.2 MB with the default 3; an H200 block
+#: has 227 KB); one stage needs 98 KB (float64: 147 KB), by `shared_bytes`.
+NUM_STAGES = 1
 
 
 def uncovered(s: Spec) -> str:
@@ -207,6 +211,29 @@ if triton is not None:
         tl.store(dmem_ptr + moff, d_mem, mask=mmask)
 
 
+def constants(s: Spec) -> dict:
+    """The kernel's compile-time arguments for `s`: sizes, z's column offsets, paddings and switches."""
+    o1, o2, ov, K = s.offsets
+    pad = triton_kernel._pad
+    return dict(H=s.H, N=s.N, W=s.W, K=K, K1=s.K1, K2=s.K2, O1=o1, O2=o2, OV=ov, HP=pad(s.H), NP=pad(s.N),
+                WP=pad(s.W), BLOCK=triton_kernel.BLOCK_B, REFERENCE=s.reference, SOFT=s.soft, ADDRESS_H=s.address_h,
+                ARMIN_CELL=s.armin_cell)
+
+
+def shared_bytes(s: Spec, dtype: str = "fp32", arch: int = 90) -> int:
+    """Shared memory per program of the kernel compiled for `s` and CUDA sm_`arch`, without a GPU (triton
+    ships the compiler); a process with TRITON_INTERPRET set cannot compile. `dtype`: "fp32" or "fp64"."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    c = constants(s)
+    sig = {n: "constexpr" if n in c else "*i64" if n == "idx_ptr" else f"*{dtype}" if n.endswith("_ptr")
+           else "fp32" if n == "temperature" else "i32" for n in _armin_backward.arg_names}
+    kernel = triton.compile(ASTSource(_armin_backward, sig, c), target=GPUTarget("cuda", arch, 32),
+                            options={"num_stages": NUM_STAGES})
+    return kernel.metadata.shared
+
+
 def backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, w1: Tensor, w2: Tensor | None,
              w_v: Tensor | None, w_u: Tensor | None, w_m: Tensor | None, v: Tensor | None, d_out: Tensor,
              d_h: Tensor, d_c: Tensor | None, d_mem: Tensor, d_prev: Tensor | None, d_usage: Tensor | None,
@@ -219,21 +246,15 @@ def backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, w1:
     if not covers(s):
         raise ValueError(f"the Triton backward kernel does not cover {uncovered(s)}")
     T, B, _ = d_out.shape
-    H, N, W = s.H, s.N, s.W
-    o1, o2, ov, K = s.offsets
-    d_zx = d_out.new_empty(T, B, K)  # the kernel stores every column of every row
+    d_zx = d_out.new_empty(T, B, s.offsets[3])  # the kernel stores every column of every row
     d_h0 = d_h.clone().contiguous()  # the kernel's in-out buffers: carried gradients in, step 0's out
     d_c0 = None if s.armin_cell else d_c.clone().contiguous()
     d_mem0 = d_mem.clone().contiguous()
     dummy = d_out.new_zeros(1)
     arg = lambda t: dummy if t is None or t.numel() == 0 else t.contiguous()  # noqa: E731
-    pad = triton_kernel._pad
     _armin_backward[(triton.cdiv(B, triton_kernel.BLOCK_B),)](
         d_zx, d_out.contiguous(), d_h0, arg(d_c0), d_mem0,
         arg(sv.hs), arg(sv.cs), arg(sv.r), arg(sv.tr), arg(sv.th), arg(sv.y), arg(sv.idx), arg(sv.g1), arg(sv.g2),
         arg(sv.old), arg(sv.snap), arg(sv.memory), arg(w_a), arg(w1), arg(w2), arg(w_v),
-        T, B, s.n_written, sv.old.shape[0], s.temperature,
-        H=H, N=N, W=W, K=K, K1=s.K1, K2=s.K2, O1=o1, O2=o2, OV=ov, HP=pad(H), NP=pad(N), WP=pad(W),
-        BLOCK=triton_kernel.BLOCK_B, REFERENCE=s.reference, SOFT=s.soft, ADDRESS_H=s.address_h,
-        ARMIN_CELL=s.armin_cell)
+        T, B, s.n_written, sv.old.shape[0], s.temperature, **constants(s), num_stages=NUM_STAGES)
     return (*loop_tail(s, sv, x, w_x, d_zx, need_dx), None, None, None, None, d_h0, d_c0, d_mem0, None, None)

@@ -8,6 +8,9 @@ tensors (set here before triton is imported); without triton the tests skip, say
 
 import importlib
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +24,7 @@ from armin.model.naive import naive_armin  # noqa: E402
 pytestmark = pytest.mark.skipif(not triton_kernel.available(), reason=triton_kernel.why_unavailable())
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 T, X, Y, H, N, W = 6, 4, 3, 6, 3, 5  # T > N: slots are overwritten
+H200_SHARED_BYTES = 232448  # the most shared memory one block may take on an H200 (sm_90): 227 KB
 GRADS = ("d_x", "d_w_x", "d_b_x", "d_w_a", "d_w1", "d_w2", "d_w_v", "d_w_u", "d_w_m", "d_kq", "d_v", "d_h0", "d_c0",
          "d_memory0", "d_prev0", "d_usage0")
 
@@ -121,3 +125,22 @@ def test_tardis_is_refused_in_one_line_naming_it(overrides, what):
     assert not triton_backward.covers(spec)
     with pytest.raises(ValueError, match=f"does not cover {what}$"):
         triton_backward.backward(spec, *(None,) * 16, True)
+
+
+def test_the_kernel_compiles_for_an_h200_in_both_halves_of_every_switch():
+    """The interpreter runs the kernel as Python; the compiler is stricter (types across runtime branches,
+    layouts): compile it for sm_90 without a GPU, in a process without TRITON_INTERPRET."""
+    script = (
+        "import sys\n"
+        "from armin.model import ModelConfig, build_model, fused, triton_backward\n"
+        "for over, dtype in [({}, 'fp32'), (dict(cell='lstm', formulation='paper', read='soft',"
+        " addressing='input_only'), 'fp64')]:\n"
+        f"    model = build_model(ModelConfig(hidden_size={H}, n_slots={N}, r_size={W}, **over), {X}, {Y}, seed=0)\n"
+        "    print(triton_backward.shared_bytes(fused.pack(model, 0, 1.0).spec, dtype))\n")
+    root = str(Path(triton_backward.__file__).parents[2])  # this checkout's armin, not another install's
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    sizes = [int(v) for v in run.stdout.split()]
+    assert len(sizes) == 2 and all(0 < v <= H200_SHARED_BYTES for v in sizes), sizes
