@@ -2,7 +2,7 @@
 
 The twin of `fused.py_backward` for the specs `covers` accepts. One program owns BLOCK_B batch rows
 and walks t = T-1..0 with the carried gradients d_h (and the LSTM cell's d_c), d_mem (BLOCK_B, N, W)
-and the memory as it was before each step in registers: a step first undoes its write (the replaced
+and the memory (BLOCK_B, N, W) in registers: a step first undoes its write (the replaced
 slot comes back from `Saved.old[t]`, or the whole memory from `Saved.snap[t - n_old]` for a soft write
 after the fill), then back-propagates through the cell and the read, storing that step's
 pre-activation gradient d_z[t] (B, K). Nothing is recomputed: every activation is read from `Saved`.
