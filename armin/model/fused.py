@@ -45,6 +45,7 @@ from torch.autograd.function import once_differentiable
 from armin.errors import ConfigError
 from armin.model import extension
 from armin.model.config import ModelConfig
+from armin.model.grads import loop_tail
 from armin.model.kernel_types import (NORM_EPS, TARDIS_GATE_SHARPNESS, TARDIS_REPEAT_PENALTY, ModelOutput,
                                       RecurrentState, Saved, Spec)
 
@@ -341,40 +342,13 @@ def py_backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, 
             if s.address_h:
                 d_hp = d_hp + d_a @ w_a
         d_h, d_c = d_hp, d_cp
-    R, X = T * B, x.shape[2]
-    d_z = d_zx.view(R, K)
-    d_x = (d_z @ w_x).view(T, B, X) if need_dx else None
-    d_w_x = (x.reshape(R, X).T @ d_z).T  # (K, X); x^T @ d_z is the fast orientation for a skinny X
     tardis = (None,) * 6
     if U:
         d_w_m += d_mq.reshape(B * N, U).T @ mem.reshape(B * N, W)  # mem is memory0 again here
         d_mem = d_mem + d_mq @ w_m
-        rows_ = lambda t: t.reshape(R, -1)  # noqa: E731
-        d_w_u = rows_(d_zx[..., :U]).T @ rows_(sv.un)
+        d_w_u = d_zx[..., :U].reshape(T * B, U).T @ sv.un.reshape(T * B, N)
         tardis = (d_w_u, d_w_m, d_kq, d_v, d_prev, d_usage)
-    d_w_a, d_w1, d_w2, d_w_v = weight_grads(s, sv, d_zx)
-    return (d_x, d_w_x, d_z.sum(0), d_w_a, d_w1, d_w2, d_w_v, *tardis[:4], d_h, d_c, d_mem, *tardis[4:])
-
-
-def weight_grads(s: Spec, sv: Saved, d_zx: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None, Tensor | None]:
-    """Recurrent weight gradients, each one matmul over all T*B rows: (d_w_a, d_w1, d_w2, d_w_v)."""
-    T, B, _ = d_zx.shape
-    H = s.H
-    o1, o2, ov, _ = s.offsets
-    rows = lambda v: v.reshape(T * B, -1)  # noqa: E731
-    hp = sv.hs[:-1]
-    state = sv.cs[:-1] if s.address_c else hp  # what the address block reads
-    d_w_a = rows(d_zx[..., :o1]).T @ rows(state) if s.address_h else None
-    d_w1 = rows(d_zx[..., o1:o2]).T @ rows(torch.cat([hp, sv.r], 2))
-    d_w2 = None
-    if s.armin_cell:
-        hr2 = torch.cat([sv.g1[..., :H] * hp, sv.g1[..., H:] * sv.r], 2)  # [g^h*h, g^r*r]
-        d_w2 = rows(d_zx[..., o2:ov]).T @ rows(hr2)
-    elif s.tardis_cell:
-        q = torch.cat([sv.g1[..., 3 * H:3 * H + 1] * hp, sv.g1[..., 3 * H + 1:] * sv.r], 2)  # [alpha h, beta r]
-        d_w2 = rows(d_zx[..., o2:ov]).T @ rows(q)
-    d_w_v = rows(d_zx[..., ov:]).T @ rows(sv.hs[1:]) if s.reference else None
-    return d_w_a, d_w1, d_w2, d_w_v
+    return (*loop_tail(s, sv, x, w_x, d_zx, need_dx), *tardis[:4], d_h, d_c, d_mem, *tardis[4:])
 
 
 # ---- the autograd Function and the model-facing entry point -----------------------------------
@@ -429,9 +403,9 @@ class PythonKernels:
 
 
 class TritonKernels:
-    """The Triton forward kernel (`triton_kernel.sequence_forward`, one launch per sequence) and, for a
-    spec the Triton backward kernel covers, its backward; else the Python loop's backward on the
-    forward's saved tensors (the same layout)."""
+    """The Triton forward kernel (`triton_kernel.sequence_forward`) and backward kernel
+    (`triton_backward.backward`): one launch per sequence each, then the weight gradients' matmuls.
+    Both cover the same calls (`triton_kernel.uncovered`); `kernels_for` picks this only for those."""
 
     name = "triton"
 
@@ -444,8 +418,10 @@ class TritonKernels:
 
     @staticmethod
     def backward(s, sv, x, w_x, w_a, w1, w2, w_v, w_u, w_m, v, d_out, d_h, d_c, d_mem, d_prev, d_usage, need_dx):
-        return py_backward(s, sv, x, w_x, w_a, w1, w2, w_v, w_u, w_m, v, d_out, d_h, d_c, d_mem, d_prev, d_usage,
-                           need_dx)
+        from armin.model import triton_backward
+
+        return triton_backward.backward(s, sv, x, w_x, w_a, w1, w2, w_v, w_u, w_m, v, d_out, d_h, d_c, d_mem,
+                                        d_prev, d_usage, need_dx)
 
 
 def cuda_kernels() -> str:
@@ -471,7 +447,7 @@ def kernels_for(x: Tensor, backend: str = "auto", spec: Spec | None = None):
     if backend == "triton" or (backend == "auto" and x.device.type == "cuda" and cuda_kernels() == "triton"):
         from armin.model import triton_kernel
 
-        why = triton_kernel.runs_on(x) or (triton_kernel.covers(spec) if spec is not None else "")
+        why = triton_kernel.runs_on(x) or (triton_kernel.uncovered(spec) if spec is not None else "")
         if not why:
             return TritonKernels
         if backend == "triton":

@@ -12,8 +12,8 @@ and write are 0).
 
 `sequence_forward` has the fused backends' forward interface (`fused.PythonKernels.forward`): with
 `save` it also writes every `Saved` tensor the hand-written backward needs, in the layout the
-Python and C++ loops write, so `fused.TritonKernels` trains through it (backward: the Triton
-backward kernel where it covers the spec, else the Python loop).
+Python and C++ loops write, so `fused.TritonKernels` trains through it with the Triton backward
+kernel (`triton_backward.py`).
 
 Covered (`covers`): the integrating cell in both formulations and the LSTM cell; addressing hidden /
 hidden_only / input_only; Gumbel (hard) and soft reads; any n_written. Not: TARDIS addressing and
@@ -46,6 +46,11 @@ except ImportError as e:  # optional dependency
 
 BLOCK_B = 16  # batch rows per program (tl.dot needs >= 16)
 NUM_WARPS = 4  # warps per program (a launch setting: `armin bench model` on a GPU also times 8)
+#: No software pipelining of the T loop in either kernel: it multi-buffers the per-step weight tiles in
+#: shared memory (the backward: 1.2 MB at the default sizes with Triton's default 3 stages; an H200
+#: block may take 227 KB). `shared_bytes` measures it by compiling for sm_90 without a GPU.
+NUM_STAGES = 1
+FLOAT_SCALARS = ("inv_temp", "forget_bias", "temperature")  # the kernels' fp32 scalar arguments
 SUPPORT = {"arch": ("armin",), "cell": ("armin", "lstm"), "addressing": ("hidden", "hidden_only", "input_only"),
            "read": ("gumbel", "soft"), "formulation": ("reference", "paper")}
 
@@ -77,8 +82,9 @@ def supports(cfg: ModelConfig) -> bool:
     return all(getattr(cfg, k) in allowed for k, allowed in SUPPORT.items())
 
 
-def covers(s: Spec) -> str:
-    """Empty if the kernel computes this fused call, else what it does not cover (one line)."""
+def uncovered(s: Spec) -> str:
+    """What of the fused call `s` the Triton kernels (forward and backward) do not compute, as one
+    phrase ('' when they cover it)."""
     if s.U:
         return "TARDIS addressing"
     if s.tardis_cell:
@@ -86,8 +92,34 @@ def covers(s: Spec) -> str:
     return ""
 
 
+def covers(s: Spec) -> bool:
+    return not uncovered(s)
+
+
 def _pad(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
+
+
+def forward_constants(s: Spec, save: bool, noise: bool) -> dict:
+    """The forward kernel's compile-time arguments for the call `s`: sizes, z's column offsets, paddings, switches."""
+    o1, o2, ov, K = s.offsets
+    return dict(H=s.H, N=s.N, W=s.W, K=K, K1=s.K1, K2=max(s.K2, 1), O1=o1, O2=o2, OV=ov, HP=_pad(s.H),
+                NP=_pad(s.N), WP=_pad(s.W), BLOCK=BLOCK_B, REFERENCE=s.reference, ARMIN_CELL=s.armin_cell,
+                SOFT=s.soft, ADDRESS_H=s.address_h, HAS_NOISE=noise, SAVE=save)
+
+
+def shared_bytes(kernel, constants: dict, dtype: str = "fp32", arch: int = 90) -> int:
+    """Shared memory per program of `kernel` (a @triton.jit function of this package) compiled with
+    `constants` for CUDA sm_`arch`, without a GPU (triton ships the compiler; a process with
+    TRITON_INTERPRET set cannot compile). `dtype`: "fp32" or "fp64"."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig = {n: "constexpr" if n in constants else "*i64" if n == "idx_ptr" else f"*{dtype}" if n.endswith("_ptr")
+           else "fp32" if n in FLOAT_SCALARS else "i32" for n in kernel.arg_names}
+    compiled = triton.compile(ASTSource(kernel, sig, constants), target=GPUTarget("cuda", arch, 32),
+                              options={"num_stages": NUM_STAGES, "num_warps": NUM_WARPS})
+    return compiled.metadata.shared
 
 
 if triton is not None:
@@ -257,7 +289,7 @@ def sequence_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Saved]:
     """(out (T, B, H+W), y (T, B, N), h_T, c_T, saved), as `fused.py_forward`; `saved` is complete with
     `save` (else only its memory). The TARDIS arguments (w_u, w_m, kq, v, prev0, usage0) must be None."""
-    why = runs_on(x) or covers(s)
+    why = runs_on(x) or uncovered(s)
     if why:
         raise ValueError(f"the Triton kernel cannot run this call: {why}")
     T, B, X = x.shape
@@ -290,10 +322,8 @@ def sequence_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor
         dummy if w2 is None else w2, dummy if w_v is None else w_v, h, dummy if c is None else c, mem, out, y,
         *(ptr(n) for n in ("hs", "cs", "r", "tr", "th")), ptr("idx") if save and not s.soft else
         torch.zeros(1, dtype=torch.long, device=x.device), *(ptr(n) for n in ("g1", "g2", "old", "snap")),
-        T, B, s.n_written, n_old, 1.0 / s.temperature, s.forget_bias,
-        H=H, N=N, W=W, K=K, K1=K1, K2=max(K2, 1), O1=o1, O2=o2, OV=ov, HP=_pad(H), NP=_pad(N), WP=_pad(W),
-        BLOCK=BLOCK_B, REFERENCE=s.reference, ARMIN_CELL=s.armin_cell, SOFT=s.soft, ADDRESS_H=s.address_h,
-        HAS_NOISE=noise is not None, SAVE=save, num_warps=NUM_WARPS)
+        T, B, s.n_written, n_old, 1.0 / s.temperature, s.forget_bias, **forward_constants(s, save, noise is not None),
+        num_warps=NUM_WARPS, num_stages=NUM_STAGES)
     saved = Saved(**sv, memory=mem, tpre=empty, un=empty, unn=empty, sc=empty, scn=empty, val=empty, mq=empty,
                   prev=empty, usage=empty) if save else \
         Saved(*([empty] * 11), memory=mem, tpre=empty, un=empty, unn=empty, sc=empty, scn=empty, val=empty,
