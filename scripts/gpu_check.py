@@ -5,6 +5,7 @@
   trial --device D ...  one copy-task trial (the copy spec's fixed sections, fewer steps); its JSON to --out
   fractional ...        N = 1, 2, 4, 8 trials at once on one device as plain subprocesses: trials/hour
                         and peak memory per trial, and each N's throughput over N = 1's
+  triton-warm ...       compile the Triton kernels the grid launches, all at once (one process each)
   merge OUTDIR          the per-cell `bench model --json` files of OUTDIR into one bench.json
 
 Every subcommand writes JSON (to --out or stdout) and exits 0 when it ran, 1 when a check failed.
@@ -208,6 +209,54 @@ def triton_checks(dev, configs=TRITON_CONFIGS) -> list[dict]:
     return out
 
 
+WARM_SHAPE = (17, 32)  # (T, B) of the warm-up passes: the grid's divisibility classes (T % 16 != 0, B % 16 == 0)
+
+
+def triton_warm(device: str, hidden: int, only: int | None = None) -> dict:
+    """Compile every Triton kernel the benchmark grid launches before the grid runs: one process per
+    (formulation x cell, warps) at once, each running a train and an infer pass through the Triton
+    kernels, so the grid's cells find them in Triton's on-disk cache instead of compiling for minutes
+    inside a cell's time limit (a compile of the backward at H=100 takes 1-2 min on one core). `only`: the
+    first that many jobs (the CPU test)."""
+    from armin.bench.model import TRITON_WARPS, VARIANTS
+
+    jobs = [(f, c, w) for i, (f, c) in enumerate(VARIANTS) for w in (TRITON_WARPS if i == 0 else TRITON_WARPS[:1])]
+    jobs = jobs[:only]
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, __file__, "triton-warm-one", "--device", device, "--hidden", str(hidden),
+                               "--formulation", f, "--cell", c, "--warps", str(w)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT) for f, c, w in jobs]
+    rows = []
+    for (f, c, w), p in zip(jobs, procs):
+        out, err = p.communicate()
+        last = err.strip().splitlines()[-1] if err.strip() else ""
+        rows.append({"variant": f"{f}/{c}", "warps": w, "rc": p.returncode,
+                     "seconds": json.loads(out)["seconds"] if p.returncode == 0 else None,
+                     "error": last if p.returncode else None})
+    return {"device": device, "hidden": hidden, "shape": WARM_SHAPE, "jobs": rows,
+            "wall_s": time.perf_counter() - start, "ok": all(r["rc"] == 0 for r in rows)}
+
+
+def triton_warm_one(device: str, hidden: int, formulation: str, cell: str, warps: int) -> dict:
+    """One train pass (forward saving, backward; Gumbel noise) and one infer pass of the bench's model."""
+    import torch
+
+    from armin.bench.model import INPUT_SIZE, OUTPUT_SIZE, armin_config
+    from armin.model import build_model, triton_kernel
+
+    start = time.perf_counter()
+    triton_kernel.NUM_WARPS = warps
+    model = build_model(armin_config(formulation, cell, hidden), INPUT_SIZE, OUTPUT_SIZE, seed=0).to(device)
+    model.kernels = "triton"
+    x = torch.randn(*WARM_SHAPE, INPUT_SIZE, device=device)
+    model.train()
+    model(x, generator=torch.Generator().manual_seed(0)).logits.square().mean().backward()
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    return {"seconds": time.perf_counter() - start}
+
+
 def merge(outdir: Path) -> dict:
     """bench_*.json (one `bench model --json` per cell) as one result: the first file's environment, all rows."""
     parts = [json.loads(p.read_text()) for p in sorted(outdir.glob("bench_B*_T*.json")) if p.stat().st_size]
@@ -236,13 +285,25 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--trials", default="1,2,4,8")
     r.add_argument("--steps", type=int, default=200)
     r.add_argument("--tiny", action="store_true", help="a tiny model (the CPU test)")
+    w = sub.add_parser("triton-warm")
+    w.add_argument("--device", default="cuda")
+    w.add_argument("--hidden", type=int, default=100)
+    w1 = sub.add_parser("triton-warm-one")
+    w1.add_argument("--device", default="cuda")
+    w1.add_argument("--hidden", type=int, default=100)
+    w1.add_argument("--formulation", required=True)
+    w1.add_argument("--cell", required=True)
+    w1.add_argument("--warps", type=int, default=4)
     m = sub.add_parser("merge")
     m.add_argument("outdir", type=Path)
-    for p in (f, r, m, sub.choices["imports"]):
+    for p in (f, r, m, w, sub.choices["imports"]):
         p.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     if args.cmd == "trial":
         print(json.dumps(run_trial(args.device, args.steps, args.seed, args.tiny)))
+        return 0
+    if args.cmd == "triton-warm-one":
+        print(json.dumps(triton_warm_one(args.device, args.hidden, args.formulation, args.cell, args.warps)))
         return 0
     def write(result: dict) -> None:
         if args.out:
@@ -252,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
               "float64": lambda: float64_checks(args.device, sink=write),
               "fractional": lambda: fractional(args.device, [int(n) for n in args.trials.split(",")], args.steps,
                                                args.tiny),
+              "triton-warm": lambda: triton_warm(args.device, args.hidden),
               "merge": lambda: merge(args.outdir)}[args.cmd]()
     if args.out:
         write(result)

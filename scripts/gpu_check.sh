@@ -8,6 +8,7 @@
 #                       target cells (T=1000, without the slow eager loops and the TARDIS family) first, with
 #                       the Triton rows; bench.json: all merged (commit it under benchmarks/gpu/, see
 #                       benchmarks/gpu/README.md)
+#   triton_warm.json    the grid's Triton kernels compiled first, all at once (seconds per model)
 #   fractional.json     1, 2, 4, 8 copy-task trials at once on the GPU (plain subprocesses): trials/hour,
 #                       peak memory per trial, the 4-at-once target
 #   fractional_triton.json  1 and 4 of them with ARMIN_CUDA_KERNELS=triton (the trainer on the Triton kernels)
@@ -58,6 +59,9 @@ timeout 300 "$PY" -c 'from armin.costs.warm import prepare; print(prepare())' > 
 BUILD=$!
 stage imports 60 "$PY" scripts/gpu_check.py imports --out "$OUT/imports.json"
 stage float64 120 "$PY" scripts/gpu_check.py float64 --device "$DEVICE" --out "$OUT/float64.json"
+if [[ "$DEVICE" == cuda* ]]; then  # the grid's Triton kernels compiled at once, not inside a cell's time limit
+  stage triton_warm 200 "$PY" scripts/gpu_check.py triton-warm --device "$DEVICE" --out "$OUT/triton_warm.json"
+fi
 for cell in $CELLS; do bench_cell "$cell" "$LONG" --no-eager --no-tardis; done
 stage fractional 120 "$PY" scripts/gpu_check.py fractional --device "$DEVICE" --trials $TRIALS --steps "$STEPS" \
   --out "$OUT/fractional.json"

@@ -55,6 +55,22 @@ def test_fractional_runs_trials_at_once_and_reports_throughput(monkeypatch):
     assert two["throughput_vs_one"] is None and result["target_issue_11"] is None  # no 1- or 4-at-once row
 
 
+def test_triton_warm_runs_the_grids_models_through_the_triton_kernels_in_subprocesses(monkeypatch):
+    from armin.model import triton_kernel
+
+    if not triton_kernel.available():
+        pytest.skip(triton_kernel.why_unavailable())
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("TRITON_INTERPRET", "1")  # the subprocesses run the kernels interpreted on CPU
+    monkeypatch.setenv("ARMIN_FUSED_CPP", "0")  # no extension load in the subprocess
+    result = gpu_check.triton_warm("cuda" if torch.cuda.is_available() else "cpu", 8, only=1)
+    (job,) = result["jobs"]
+    assert result["ok"] and job == {"variant": "reference/armin", "warps": 4, "rc": 0, "seconds": job["seconds"],
+                                    "error": None} and job["seconds"] > 0
+    broken = gpu_check.triton_warm("no-such-device", 8, only=1)  # the job fails: its reason is kept
+    assert not broken["ok"] and broken["jobs"][0]["rc"] != 0 and broken["jobs"][0]["error"]
+
+
 def test_merge_joins_the_cells_and_a_missing_grid_is_not_ok(tmp_path):
     assert not gpu_check.merge(tmp_path)["ok"]
     for b in (32, 256):
