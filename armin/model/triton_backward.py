@@ -1,11 +1,14 @@
 """The fused ARMIN loop's backward as one Triton kernel launch per sequence (issue 11, step 2b; optional).
 
 The twin of `fused.py_backward` for the specs `covers` accepts. One program owns BLOCK_B batch rows
-and walks t = T-1..0 with the carried gradients d_h (and the LSTM cell's d_c), d_mem (BLOCK_B, N, W)
-and the memory (BLOCK_B, N, W) in registers: a step first undoes its write (the replaced
-slot comes back from `Saved.old[t]`, or the whole memory from `Saved.snap[t - n_old]` for a soft write
-after the fill), then back-propagates through the cell and the read, storing that step's
-pre-activation gradient d_z[t] (B, K). Nothing is recomputed: every activation is read from `Saved`.
+and walks t = T-1..0 with the carried gradients d_h (and the LSTM cell's d_c) in registers, and d_mem
+and the memory (B, N, W) in global memory, updated in place: a block's (16, 64, 32) floats of either
+at the default sizes are 256 a thread, more than a thread's registers. A step first undoes its write
+(the replaced slot comes back from `Saved.old[t]`, or the whole memory from `Saved.snap[t - n_old]`
+for a soft write after the fill), then back-propagates through the cell and the read, storing that
+step's pre-activation gradient d_z[t] (B, K). A hard read or index write moves one slot per row;
+passes over every slot (soft writes and reads, the straight-through d_y) go CH slots at a time.
+Nothing is recomputed: every activation is read from `Saved`.
 Only d_zx, d_h0 (d_c0) and d_memory0 leave the kernel; the x and weight gradients are then one matmul
 each over all T*B rows, `grads.loop_tail`, shared with py_backward.
 
@@ -33,13 +36,11 @@ triton, tl = triton_kernel.triton, triton_kernel.tl
 
 
 uncovered, covers = triton_kernel.uncovered, triton_kernel.covers  # the forward's coverage: one rule
-#: Slots per chunk of a pass over the whole memory (a soft write or read, d_y): a (BLOCK_B, CH, WP) tile is
-#: the most of the memory (or d_mem) live at once; (16, 64, 32) floats at the default sizes spill ~15 KB a thread.
-SLOT_CHUNK = 16
 
 
 if triton is not None:
     _z = triton_kernel._z  # the block's rows of a (T, B, ld) tensor at one step, zero past the sizes
+    _chunk = triton_kernel._chunk  # offsets and mask of a chunk of slots of the block's memory rows
 
     @triton.jit
     def _vm(d, w_ptr, ld, row0, col0, n_rows, n_cols, KP: tl.constexpr, JP: tl.constexpr):
@@ -59,13 +60,6 @@ if triton is not None:
     @triton.jit
     def _dsig(g):
         return g * (1.0 - g)
-
-    @triton.jit
-    def _chunk(rows, c, B, N: tl.constexpr, W: tl.constexpr, CH: tl.constexpr, WP: tl.constexpr):
-        """Offsets and mask of slots c..c+CH of the block's rows of a (B, N, W) buffer, (BLOCK, CH, WP)."""
-        si, wi = c + tl.arange(0, CH), tl.arange(0, WP)
-        off = rows[:, None, None] * (N * W) + si[None, :, None] * W + wi[None, None, :]
-        return off, (rows < B)[:, None, None] & (si[None, :, None] < N) & (wi[None, None, :] < W)
 
     @triton.jit
     def _armin_backward(dz_ptr, dout_ptr, dh_ptr, dc_ptr, dmem_ptr,
@@ -111,12 +105,12 @@ if triton is not None:
             else:  # a soft write after the fill: M' = e v + (1 - e) M with e = y; slot chunk by slot chunk
                 d_val = tl.zeros((BLOCK, WP), d_h.dtype)
                 sbase = (t - n_old) * B * N * W
-                for c in range(0, NP, CH):
-                    off, cm = _chunk(rows, c, B, N, W, CH, WP)
-                    e = _z(y_ptr, t * B * N, rows, B, N, c, N - c, CH)[:, :, None]
+                for s0 in range(0, NP, CH):
+                    off, cm = _chunk(rows, s0, B, N, W, CH, WP)
+                    yc = _z(y_ptr, t * B * N, rows, B, N, s0, N - s0, CH)[:, :, None]
                     dm = tl.load(dmem_ptr + off, mask=cm, other=0.0)
-                    d_val += tl.sum(e * dm, axis=1)
-                    tl.store(dmem_ptr + off, dm * (1.0 - e), mask=cm)  # each element stores what it loaded
+                    d_val += tl.sum(yc * dm, axis=1)
+                    tl.store(dmem_ptr + off, dm * (1.0 - yc), mask=cm)  # from its own load: none pending
                     tl.store(mem_ptr + off, tl.load(snap_ptr + sbase + off, mask=cm, other=0.0), mask=cm)
             if REFERENCE:  # value = z[v] + new @ w_v^T
                 _put(dz_ptr, t * B * K, rows, B, K, OV, W, d_val, WP)
@@ -204,15 +198,15 @@ if triton is not None:
                 rp = row_mem + ridx[:, None] * W
                 tl.store(dmem_ptr + rp, tl.load(dmem_ptr + rp, mask=wmask, other=0.0) + d_r, mask=wmask)
             zb = t * B * K
-            for c in range(0, NP, CH):
-                off, cm = _chunk(rows, c, B, N, W, CH, WP)
+            for s0 in range(0, NP, CH):
+                off, cm = _chunk(rows, s0, B, N, W, CH, WP)
                 if SOFT:
-                    e = _z(y_ptr, t * B * N, rows, B, N, c, N - c, CH)[:, :, None]
+                    yc = _z(y_ptr, t * B * N, rows, B, N, s0, N - s0, CH)[:, :, None]
                     dm = tl.load(dmem_ptr + off, mask=cm, other=0.0)
-                    tl.store(dmem_ptr + off, dm + e * d_r[:, None, :], mask=cm)  # each element stores what it loaded
+                    tl.store(dmem_ptr + off, dm + yc * d_r[:, None, :], mask=cm)  # from its own load: none pending
                 m = tl.load(mem_ptr + off, mask=cm, other=0.0)
-                tl.store(dz_ptr + zb + rows[:, None] * K + c + ci[None, :], tl.sum(m * d_r[:, None, :], axis=2),
-                         mask=rmask[:, None] & (c + ci[None, :] < N))
+                tl.store(dz_ptr + zb + rows[:, None] * K + s0 + ci[None, :], tl.sum(m * d_r[:, None, :], axis=2),
+                         mask=rmask[:, None] & (s0 + ci[None, :] < N))
             tl.debug_barrier()  # every chunk of d_y is stored before any thread loads the whole row
             d_y = _z(dz_ptr, zb, rows, B, K, 0, N, NP)  # (BLOCK, NP), 0 on the padding
             tl.debug_barrier()  # every thread has loaded d_y before d_a overwrites it
@@ -227,13 +221,14 @@ if triton is not None:
         if not ARMIN_CELL:
             tl.store(dc_ptr + rows[:, None] * H + hi[None, :], d_c, mask=hmask)
 
+
 def constants(s: Spec) -> dict:
     """The kernel's compile-time arguments for `s`: sizes, z's column offsets, paddings and switches."""
     o1, o2, ov, K = s.offsets
     pad = triton_kernel._pad
     return dict(H=s.H, N=s.N, W=s.W, K=K, K1=s.K1, K2=s.K2, O1=o1, O2=o2, OV=ov, HP=pad(s.H), NP=pad(s.N),
-                WP=pad(s.W), BLOCK=triton_kernel.BLOCK_B, CH=min(SLOT_CHUNK, pad(s.N)), REFERENCE=s.reference, SOFT=s.soft, ADDRESS_H=s.address_h,
-                ARMIN_CELL=s.armin_cell)
+                WP=pad(s.W), BLOCK=triton_kernel.BLOCK_B, CH=triton_kernel.chunk(s), REFERENCE=s.reference,
+                SOFT=s.soft, ADDRESS_H=s.address_h, ARMIN_CELL=s.armin_cell)
 
 
 def shared_bytes(s: Spec, dtype: str = "fp32", arch: int = 90) -> int:
