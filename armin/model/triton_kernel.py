@@ -117,18 +117,22 @@ def forward_constants(s: Spec, save: bool, noise: bool) -> dict:
                 SOFT=s.soft, ADDRESS_H=s.address_h, HAS_NOISE=noise, SAVE=save)
 
 
-def shared_bytes(kernel, constants: dict, dtype: str = "fp32", arch: int = 90) -> int:
-    """Shared memory per program of `kernel` (a @triton.jit function of this package) compiled with
-    `constants` for CUDA sm_`arch`, without a GPU (triton ships the compiler; a process with
-    TRITON_INTERPRET set cannot compile). `dtype`: "fp32" or "fp64"."""
+def compiled(kernel, constants: dict, dtype: str = "fp32", arch: int = 90):
+    """`kernel` (a @triton.jit function of this package) compiled with `constants` for CUDA sm_`arch` as the
+    launches do, without a GPU (triton ships the compiler; a process with TRITON_INTERPRET set cannot
+    compile). `dtype`: "fp32" or "fp64"."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     sig = {n: "constexpr" if n in constants else "*i64" if n == "idx_ptr" else f"*{dtype}" if n.endswith("_ptr")
            else "fp32" if n in FLOAT_SCALARS else "i32" for n in kernel.arg_names}
-    compiled = triton.compile(ASTSource(kernel, sig, constants), target=GPUTarget("cuda", arch, 32),
-                              options={"num_stages": NUM_STAGES, "num_warps": NUM_WARPS})
-    return compiled.metadata.shared
+    return triton.compile(ASTSource(kernel, sig, constants), target=GPUTarget("cuda", arch, 32),
+                          options={"num_stages": NUM_STAGES, "num_warps": NUM_WARPS})
+
+
+def shared_bytes(kernel, constants: dict, dtype: str = "fp32", arch: int = 90) -> int:
+    """Shared memory per program of `kernel` compiled as `compiled` does."""
+    return compiled(kernel, constants, dtype, arch).metadata.shared
 
 
 if triton is not None:
