@@ -50,6 +50,10 @@ NUM_WARPS = 4  # warps per program (a launch setting: `armin bench model` on a G
 #: shared memory (the backward: 1.2 MB at the default sizes with Triton's default 3 stages; an H200
 #: block may take 227 KB). `shared_bytes` measures it by compiling for sm_90 without a GPU.
 NUM_STAGES = 1
+#: Registers a thread may use (PTX .maxnreg). Without it ptxas gives both kernels 32 at the default sizes and
+#: spills 13-16 KB a thread; with 255 it spills about half that (`scripts/triton_resources.py`). A grid has
+#: B / 16 programs, far fewer than an H200's 132 SMs, so the occupancy a register cap buys is not wanted.
+MAX_REGISTERS = 255
 #: Slots per chunk of a pass over the whole memory (soft reads and writes, the backward's d_y): a
 #: (BLOCK_B, CH, WP) tile is the most of the memory (or its gradient) live at once, 64 floats a thread at
 #: the default sizes; the whole (16, 64, 32) would be 256 a thread, past the 255 registers a thread may have.
@@ -127,7 +131,7 @@ def compiled(kernel, constants: dict, dtype: str = "fp32", arch: int = 90):
     sig = {n: "constexpr" if n in constants else "*i64" if n == "idx_ptr" else f"*{dtype}" if n.endswith("_ptr")
            else "fp32" if n in FLOAT_SCALARS else "i32" for n in kernel.arg_names}
     return triton.compile(ASTSource(kernel, sig, constants), target=GPUTarget("cuda", arch, 32),
-                          options={"num_stages": NUM_STAGES, "num_warps": NUM_WARPS})
+                          options={"num_stages": NUM_STAGES, "num_warps": NUM_WARPS, "maxnreg": MAX_REGISTERS})
 
 
 def shared_bytes(kernel, constants: dict, dtype: str = "fp32", arch: int = 90) -> int:
@@ -349,7 +353,7 @@ def sequence_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor
         *(ptr(n) for n in ("hs", "cs", "r", "tr", "th")), ptr("idx") if save and not s.soft else
         torch.zeros(1, dtype=torch.long, device=x.device), *(ptr(n) for n in ("g1", "g2", "old", "snap")),
         T, B, s.n_written, n_old, 1.0 / s.temperature, s.forget_bias, **forward_constants(s, save, noise is not None),
-        num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+        num_warps=NUM_WARPS, num_stages=NUM_STAGES, maxnreg=MAX_REGISTERS)
     saved = Saved(**sv, memory=mem, tpre=empty, un=empty, unn=empty, sc=empty, scn=empty, val=empty, mq=empty,
                   prev=empty, usage=empty) if save else \
         Saved(*([empty] * 11), memory=mem, tpre=empty, un=empty, unn=empty, sc=empty, scn=empty, val=empty,
