@@ -51,7 +51,7 @@ NUM_WARPS = 4  # warps per program (a launch setting: `armin bench model` on a G
 #: block may take 227 KB). `shared_bytes` measures it by compiling for sm_90 without a GPU.
 NUM_STAGES = 1
 #: Registers a thread may use (PTX .maxnreg). Without it ptxas gives both kernels 32 at the default sizes and
-#: spills 13-16 KB of stack a thread; with 255, 7-9 KB (`scripts/triton_resources.py`). A grid has B / 16
+#: spills 13-17 KB of stack a thread; with 255, 7-9 KB (`scripts/triton_resources.py`). A grid has B / 16
 #: programs, far fewer than an H200's 132 SMs, so the occupancy a register cap buys is not wanted.
 MAX_REGISTERS = 255
 #: Slots per chunk of a pass over the whole memory (soft reads and writes, the backward's d_y): a
