@@ -1,11 +1,14 @@
 """The fused ARMIN loop's backward as one Triton kernel launch per sequence (issue 11, step 2b; optional).
 
 The twin of `fused.py_backward` for the specs `covers` accepts. One program owns BLOCK_B batch rows
-and walks t = T-1..0 with the carried gradients d_h (and the LSTM cell's d_c), d_mem (BLOCK_B, N, W)
-and the memory (BLOCK_B, N, W) in registers: a step first undoes its write (the replaced
-slot comes back from `Saved.old[t]`, or the whole memory from `Saved.snap[t - n_old]` for a soft write
-after the fill), then back-propagates through the cell and the read, storing that step's
-pre-activation gradient d_z[t] (B, K). Nothing is recomputed: every activation is read from `Saved`.
+and walks t = T-1..0 with the carried gradients d_h (and the LSTM cell's d_c) in registers, and d_mem
+and the memory (B, N, W) in global memory, updated in place: a block's (16, 64, 32) floats of either
+at the default sizes are 256 a thread, more than a thread's registers. A step first undoes its write
+(the replaced slot comes back from `Saved.old[t]`, or the whole memory from `Saved.snap[t - n_old]`
+for a soft write after the fill), then back-propagates through the cell and the read, storing that
+step's pre-activation gradient d_z[t] (B, K). A hard read or index write moves one slot per row;
+passes over every slot (soft writes and reads, the straight-through d_y) go CH slots at a time.
+Nothing is recomputed: every activation is read from `Saved`.
 Only d_zx, d_h0 (d_c0) and d_memory0 leave the kernel; the x and weight gradients are then one matmul
 each over all T*B rows, `grads.loop_tail`, shared with py_backward.
 
@@ -37,6 +40,7 @@ uncovered, covers = triton_kernel.uncovered, triton_kernel.covers  # the forward
 
 if triton is not None:
     _z = triton_kernel._z  # the block's rows of a (T, B, ld) tensor at one step, zero past the sizes
+    _chunk = triton_kernel._chunk  # offsets and mask of a chunk of slots of the block's memory rows
 
     @triton.jit
     def _vm(d, w_ptr, ld, row0, col0, n_rows, n_cols, KP: tl.constexpr, JP: tl.constexpr):
@@ -65,19 +69,21 @@ if triton is not None:
                         H: tl.constexpr, N: tl.constexpr, W: tl.constexpr, K: tl.constexpr, K1: tl.constexpr,
                         K2: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr, OV: tl.constexpr,
                         HP: tl.constexpr, NP: tl.constexpr, WP: tl.constexpr, BLOCK: tl.constexpr,
-                        REFERENCE: tl.constexpr, SOFT: tl.constexpr, ADDRESS_H: tl.constexpr,
+                        CH: tl.constexpr, REFERENCE: tl.constexpr, SOFT: tl.constexpr, ADDRESS_H: tl.constexpr,
                         ARMIN_CELL: tl.constexpr):
+        # mem_ptr (the working copy of the memory, after the last step on entry) and dmem_ptr (d_mem, the
+        # upstream gradient on entry, d_memory0 on exit) are updated in place. Threads of this program exchange
+        # values through them (and through d_z's address columns), so a barrier separates every store from a
+        # load (or a store after a load) of the same elements by another thread; each says which pair it orders.
         rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        hi, ni, wi = tl.arange(0, HP), tl.arange(0, NP), tl.arange(0, WP)
+        hi, wi, ci = tl.arange(0, HP), tl.arange(0, WP), tl.arange(0, CH)
         rmask = rows < B
         hmask = rmask[:, None] & (hi[None, :] < H)
+        wmask = rmask[:, None] & (wi[None, :] < W)
+        row_mem = rows[:, None] * (N * W) + wi[None, :]  # (BLOCK, WP): slot 0 of each row's memory, + slot * W
         d_h = tl.load(dh_ptr + rows[:, None] * H + hi[None, :], mask=hmask, other=0.0)
         if not ARMIN_CELL:
             d_c = tl.load(dc_ptr + rows[:, None] * H + hi[None, :], mask=hmask, other=0.0)
-        moff = rows[:, None, None] * (N * W) + ni[None, :, None] * W + wi[None, None, :]
-        mmask = rmask[:, None, None] & (ni[None, :, None] < N) & (wi[None, None, :] < W)
-        d_mem = tl.load(dmem_ptr + moff, mask=mmask, other=0.0)
-        mem = tl.load(mem_ptr + moff, mask=mmask, other=0.0)  # memory after the last step
         C = H + W  # columns of d_out, w1 and w2: [state | read]
         for tt in range(0, T):
             t = T - 1 - tt
@@ -91,15 +97,21 @@ if triton is not None:
                 slot = tl.where(n_written + t < N, n_written + t, ridx)
             # undo the write at t: gradient of the written value, memory as it was before it
             if t < n_old:  # an index write: slot n_written + t while filling, then the slot read
-                hit = (ni[None, :] == slot[:, None])[:, :, None]
-                d_val = tl.sum(tl.where(hit, d_mem, 0.0), axis=1)  # (BLOCK, WP)
-                d_mem = tl.where(hit, 0.0, d_mem)
-                old = _z(old_ptr, t * B * W, rows, B, W, 0, W, WP)
-                mem = tl.where(hit, old[:, None, :], mem)
-            else:  # a soft write after the fill: M' = e v + (1 - e) M with e = y
-                d_val = tl.sum(y[:, :, None] * d_mem, axis=1)
-                d_mem = d_mem * (1.0 - y[:, :, None])
-                mem = tl.load(snap_ptr + (t - n_old) * B * N * W + moff, mask=mmask, other=0.0)
+                sp = row_mem + slot[:, None] * W
+                d_val = tl.load(dmem_ptr + sp, mask=wmask, other=0.0)  # (BLOCK, WP)
+                tl.debug_barrier()  # every thread has loaded the slot's d_mem before any zeroes it
+                tl.store(dmem_ptr + sp, tl.zeros((BLOCK, WP), d_val.dtype), mask=wmask)
+                tl.store(mem_ptr + sp, _z(old_ptr, t * B * W, rows, B, W, 0, W, WP), mask=wmask)
+            else:  # a soft write after the fill: M' = e v + (1 - e) M with e = y; slot chunk by slot chunk
+                d_val = tl.zeros((BLOCK, WP), d_h.dtype)
+                sbase = (t - n_old) * B * N * W
+                for s0 in range(0, NP, CH):
+                    off, cm = _chunk(rows, s0, B, N, W, CH, WP)
+                    yc = _z(y_ptr, t * B * N, rows, B, N, s0, N - s0, CH)[:, :, None]
+                    dm = tl.load(dmem_ptr + off, mask=cm, other=0.0)
+                    d_val += tl.sum(yc * dm, axis=1)
+                    tl.store(dmem_ptr + off, dm * (1.0 - yc), mask=cm)  # from its own load: none pending
+                    tl.store(mem_ptr + off, tl.load(snap_ptr + sbase + off, mask=cm, other=0.0), mask=cm)
             if REFERENCE:  # value = z[v] + new @ w_v^T
                 _put(dz_ptr, t * B * K, rows, B, K, OV, W, d_val, WP)
                 d_new = d_h + _vm(d_val, wv_ptr, H, 0, 0, W, H, WP, HP)
@@ -179,21 +191,35 @@ if triton is not None:
                         + _vm(d_f, w1_ptr, C, 2 * H, 0, H, H, HP, HP) + _vm(d_o, w1_ptr, C, 3 * H, 0, H, H, HP, HP))
                 d_r += (_vm(d_i, w1_ptr, C, 0, H, H, W, HP, WP) + _vm(d_j, w1_ptr, C, H, H, H, W, HP, WP)
                         + _vm(d_f, w1_ptr, C, 2 * H, H, H, W, HP, WP) + _vm(d_o, w1_ptr, C, 3 * H, H, H, W, HP, WP))
-            # read: r = sum_i w_i M_i, w one-hot forward with the soft gradient (straight-through)
-            if SOFT:
-                d_mem += y[:, :, None] * d_r[:, None, :]
-            else:
-                d_mem += tl.where((ni[None, :] == ridx[:, None])[:, :, None], d_r[:, None, :], 0.0)
-            d_y = tl.sum(mem * d_r[:, None, :], axis=2)  # (BLOCK, NP): <dr, M_i>
+            # read: r = sum_i w_i M_i, w one-hot forward with the soft gradient (straight-through), so d_y_i =
+            # <d_r, M_i> needs every slot: its chunks go to d_z's address columns at t (scratch until d_a)
+            tl.debug_barrier()  # the undo's stores (d_mem, the memory) reach the loads below from any thread
+            if not SOFT:  # d_mem's read slot += d_r: a gather and a scatter of the same elements
+                rp = row_mem + ridx[:, None] * W
+                tl.store(dmem_ptr + rp, tl.load(dmem_ptr + rp, mask=wmask, other=0.0) + d_r, mask=wmask)
+            zb = t * B * K
+            for s0 in range(0, NP, CH):
+                off, cm = _chunk(rows, s0, B, N, W, CH, WP)
+                if SOFT:
+                    yc = _z(y_ptr, t * B * N, rows, B, N, s0, N - s0, CH)[:, :, None]
+                    dm = tl.load(dmem_ptr + off, mask=cm, other=0.0)
+                    tl.store(dmem_ptr + off, dm + yc * d_r[:, None, :], mask=cm)  # from its own load: none pending
+                m = tl.load(mem_ptr + off, mask=cm, other=0.0)
+                tl.store(dz_ptr + zb + rows[:, None] * K + s0 + ci[None, :], tl.sum(m * d_r[:, None, :], axis=2),
+                         mask=rmask[:, None] & (s0 + ci[None, :] < N))
+            tl.debug_barrier()  # every chunk of d_y is stored before any thread loads the whole row
+            d_y = _z(dz_ptr, zb, rows, B, K, 0, N, NP)  # (BLOCK, NP), 0 on the padding
+            tl.debug_barrier()  # every thread has loaded d_y before d_a overwrites it
             d_a = y * (d_y - tl.sum(y * d_y, axis=1)[:, None]) / temperature
-            _put(dz_ptr, t * B * K, rows, B, K, 0, N, d_a, NP)
+            _put(dz_ptr, zb, rows, B, K, 0, N, d_a, NP)
             if ADDRESS_H:
                 d_hp += _vm(d_a, wa_ptr, H, 0, 0, N, H, NP, HP)
             d_h = d_hp
+            tl.debug_barrier()  # this step's stores to d_mem and the memory precede the next step's loads of
+            # them, and its loads of the memory precede the next undo's store to it (any thread)
         tl.store(dh_ptr + rows[:, None] * H + hi[None, :], d_h, mask=hmask)
         if not ARMIN_CELL:
             tl.store(dc_ptr + rows[:, None] * H + hi[None, :], d_c, mask=hmask)
-        tl.store(dmem_ptr + moff, d_mem, mask=mmask)
 
 
 def constants(s: Spec) -> dict:
@@ -201,8 +227,8 @@ def constants(s: Spec) -> dict:
     o1, o2, ov, K = s.offsets
     pad = triton_kernel._pad
     return dict(H=s.H, N=s.N, W=s.W, K=K, K1=s.K1, K2=s.K2, O1=o1, O2=o2, OV=ov, HP=pad(s.H), NP=pad(s.N),
-                WP=pad(s.W), BLOCK=triton_kernel.BLOCK_B, REFERENCE=s.reference, SOFT=s.soft, ADDRESS_H=s.address_h,
-                ARMIN_CELL=s.armin_cell)
+                WP=pad(s.W), BLOCK=triton_kernel.BLOCK_B, CH=triton_kernel.chunk(s), REFERENCE=s.reference,
+                SOFT=s.soft, ADDRESS_H=s.address_h, ARMIN_CELL=s.armin_cell)
 
 
 def shared_bytes(s: Spec, dtype: str = "fp32", arch: int = 90) -> int:
@@ -226,12 +252,13 @@ def backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, w1:
     d_h0 = d_h.clone().contiguous()  # the kernel's in-out buffers: carried gradients in, step 0's out
     d_c0 = None if s.armin_cell else d_c.clone().contiguous()
     d_mem0 = d_mem.clone().contiguous()
+    memory = sv.memory.clone().contiguous()  # the kernel's working copy: restored in place step by step
     dummy = d_out.new_zeros(1)
     arg = lambda t: dummy if t is None or t.numel() == 0 else t.contiguous()  # noqa: E731
     _armin_backward[(triton.cdiv(B, triton_kernel.BLOCK_B),)](
         d_zx, d_out.contiguous(), d_h0, arg(d_c0), d_mem0,
         arg(sv.hs), arg(sv.cs), arg(sv.r), arg(sv.tr), arg(sv.th), arg(sv.y), arg(sv.idx), arg(sv.g1), arg(sv.g2),
-        arg(sv.old), arg(sv.snap), arg(sv.memory), arg(w_a), arg(w1), arg(w2), arg(w_v),
+        arg(sv.old), arg(sv.snap), memory, arg(w_a), arg(w1), arg(w2), arg(w_v),
         T, B, s.n_written, sv.old.shape[0], s.temperature, **constants(s), num_warps=triton_kernel.NUM_WARPS,
-        num_stages=triton_kernel.NUM_STAGES)
+        num_stages=triton_kernel.NUM_STAGES, maxnreg=triton_kernel.MAX_REGISTERS)
     return (*loop_tail(s, sv, x, w_x, d_zx, need_dx), None, None, None, None, d_h0, d_c0, d_mem0, None, None)

@@ -50,6 +50,14 @@ NUM_WARPS = 4  # warps per program (a launch setting: `armin bench model` on a G
 #: shared memory (the backward: 1.2 MB at the default sizes with Triton's default 3 stages; an H200
 #: block may take 227 KB). `shared_bytes` measures it by compiling for sm_90 without a GPU.
 NUM_STAGES = 1
+#: Registers a thread may use (PTX .maxnreg). Without it ptxas gives both kernels 32 at the default sizes and
+#: spills 13-17 KB of stack a thread; with 255, 7-9 KB (`scripts/triton_resources.py`). A grid has B / 16
+#: programs, far fewer than an H200's 132 SMs, so the occupancy a register cap buys is not wanted.
+MAX_REGISTERS = 255
+#: Slots per chunk of a pass over the whole memory (soft reads and writes, the backward's d_y): a
+#: (BLOCK_B, CH, WP) tile is the most of the memory (or its gradient) live at once, 64 floats a thread at
+#: the default sizes; the whole (16, 64, 32) would be 256 a thread, past the 255 registers a thread may have.
+SLOT_CHUNK = 16
 FLOAT_SCALARS = ("inv_temp", "forget_bias", "temperature")  # the kernels' fp32 scalar arguments
 SUPPORT = {"arch": ("armin",), "cell": ("armin", "lstm"), "addressing": ("hidden", "hidden_only", "input_only"),
            "read": ("gumbel", "soft"), "formulation": ("reference", "paper")}
@@ -100,26 +108,35 @@ def _pad(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
+def chunk(s: Spec) -> int:
+    """The slots per chunk (CH) of both kernels for the call `s`."""
+    return min(SLOT_CHUNK, _pad(s.N))
+
+
 def forward_constants(s: Spec, save: bool, noise: bool) -> dict:
     """The forward kernel's compile-time arguments for the call `s`: sizes, z's column offsets, paddings, switches."""
     o1, o2, ov, K = s.offsets
     return dict(H=s.H, N=s.N, W=s.W, K=K, K1=s.K1, K2=max(s.K2, 1), O1=o1, O2=o2, OV=ov, HP=_pad(s.H),
-                NP=_pad(s.N), WP=_pad(s.W), BLOCK=BLOCK_B, REFERENCE=s.reference, ARMIN_CELL=s.armin_cell,
+                NP=_pad(s.N), WP=_pad(s.W), BLOCK=BLOCK_B, CH=chunk(s), REFERENCE=s.reference, ARMIN_CELL=s.armin_cell,
                 SOFT=s.soft, ADDRESS_H=s.address_h, HAS_NOISE=noise, SAVE=save)
 
 
-def shared_bytes(kernel, constants: dict, dtype: str = "fp32", arch: int = 90) -> int:
-    """Shared memory per program of `kernel` (a @triton.jit function of this package) compiled with
-    `constants` for CUDA sm_`arch`, without a GPU (triton ships the compiler; a process with
-    TRITON_INTERPRET set cannot compile). `dtype`: "fp32" or "fp64"."""
+def compiled(kernel, constants: dict, dtype: str = "fp32", arch: int = 90):
+    """`kernel` (a @triton.jit function of this package) compiled with `constants` for CUDA sm_`arch` as the
+    launches do, without a GPU (triton ships the compiler; a process with TRITON_INTERPRET set cannot
+    compile). `dtype`: "fp32" or "fp64"."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     sig = {n: "constexpr" if n in constants else "*i64" if n == "idx_ptr" else f"*{dtype}" if n.endswith("_ptr")
            else "fp32" if n in FLOAT_SCALARS else "i32" for n in kernel.arg_names}
-    compiled = triton.compile(ASTSource(kernel, sig, constants), target=GPUTarget("cuda", arch, 32),
-                              options={"num_stages": NUM_STAGES, "num_warps": NUM_WARPS})
-    return compiled.metadata.shared
+    return triton.compile(ASTSource(kernel, sig, constants), target=GPUTarget("cuda", arch, 32),
+                          options={"num_stages": NUM_STAGES, "num_warps": NUM_WARPS, "maxnreg": MAX_REGISTERS})
+
+
+def shared_bytes(kernel, constants: dict, dtype: str = "fp32", arch: int = 90) -> int:
+    """Shared memory per program of `kernel` compiled as `compiled` does."""
+    return compiled(kernel, constants, dtype, arch).metadata.shared
 
 
 if triton is not None:
@@ -154,6 +171,13 @@ if triton is not None:
                  mask=(rows[:, None] < B) & (j[None, :] < n))
 
     @triton.jit
+    def _chunk(rows, s0, B, N: tl.constexpr, W: tl.constexpr, CH: tl.constexpr, WP: tl.constexpr):
+        """Offsets and mask of slots s0..s0+CH of the block's rows of a (B, N, W) buffer, (BLOCK, CH, WP)."""
+        si, wi = s0 + tl.arange(0, CH), tl.arange(0, WP)
+        off = rows[:, None, None] * (N * W) + si[None, :, None] * W + wi[None, None, :]
+        return off, (rows < B)[:, None, None] & (si[None, :, None] < N) & (wi[None, None, :] < W)
+
+    @triton.jit
     def _tanh(v):
         return 2.0 * tl.sigmoid(2.0 * v) - 1.0
 
@@ -163,7 +187,7 @@ if triton is not None:
                        T, B, n_written, n_old, inv_temp, forget_bias,
                        H: tl.constexpr, N: tl.constexpr, W: tl.constexpr, K: tl.constexpr,
                        K1: tl.constexpr, K2: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr, OV: tl.constexpr,
-                       HP: tl.constexpr, NP: tl.constexpr, WP: tl.constexpr, BLOCK: tl.constexpr,
+                       HP: tl.constexpr, NP: tl.constexpr, WP: tl.constexpr, BLOCK: tl.constexpr, CH: tl.constexpr,
                        REFERENCE: tl.constexpr, ARMIN_CELL: tl.constexpr, SOFT: tl.constexpr,
                        ADDRESS_H: tl.constexpr, HAS_NOISE: tl.constexpr, SAVE: tl.constexpr):
         rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -174,9 +198,8 @@ if triton is not None:
         if not ARMIN_CELL:
             c = tl.load(c_ptr + rows[:, None] * H + hi[None, :], mask=hmask, other=0.0)
         # memory stays in global memory (L2-resident), updated in place: B x N x W does not fit in registers
-        # at the default sizes; a hard read and write move one row of W per batch row
-        mptr = mem_ptr + rows[:, None, None] * (N * W) + ni[None, :, None] * W + wi[None, None, :]
-        mmask = rmask[:, None, None] & (ni[None, :, None] < N) & (wi[None, None, :] < W)
+        # at the default sizes; a hard read and write move one row of W per batch row, soft ones pass over the
+        # slots chunk by chunk
         wmask = rmask[:, None] & (wi[None, :] < W)
         C = H + W  # columns of w1 and w2: [state | read]
         for t in range(0, T):
@@ -192,9 +215,14 @@ if triton is not None:
             e = tl.exp(a - tl.max(a, axis=1)[:, None])
             y = e / tl.sum(e, axis=1)[:, None]
             idx = tl.argmax(y, axis=1)
-            if SOFT:
-                mem = tl.load(mptr, mask=mmask, other=0.0)
-                r = tl.sum(y[:, :, None] * mem, axis=1)
+            _put(y_ptr, t, rows, B, N, 0, N, y, NP)
+            if SOFT:  # r = sum_i y_i M_i, slot chunk by slot chunk: no (BLOCK, NP, WP) tile is live at once
+                tl.debug_barrier()  # y (just stored by other threads) is loaded chunk by chunk
+                r = tl.zeros((BLOCK, WP), h.dtype)
+                for s0 in range(0, NP, CH):
+                    off, cm = _chunk(rows, s0, B, N, W, CH, WP)
+                    r += tl.sum(_z(y_ptr, t * B * N, rows, B, N, s0, N - s0, CH)[:, :, None]
+                                * tl.load(mem_ptr + off, mask=cm, other=0.0), axis=1)
             else:  # a gather of the slot read
                 r = tl.load(mem_ptr + rows[:, None] * (N * W) + idx[:, None] * W + wi[None, :], mask=wmask, other=0.0)
             if ARMIN_CELL:
@@ -250,10 +278,9 @@ if triton is not None:
                 value = _z(z_ptr, base, rows, B, K, OV, W, WP) + _mv(new, wv_ptr, H, 0, 0, W, H, HP, WP)
             else:
                 value = new  # W == H here, so WP == HP
-            # outputs [o^h part | o^r part], the soft address, and what the backward needs
+            # outputs [o^h part | o^r part] and what the backward needs (the soft address is stored above)
             _put(out_ptr, t, rows, B, C, 0, H, out_h, HP)
             _put(out_ptr, t, rows, B, C, H, W, out_r, WP)
-            _put(y_ptr, t, rows, B, N, 0, N, y, NP)
             if SAVE:
                 _put(hs_ptr, t + 1, rows, B, H, 0, H, new, HP)
                 _put(r_ptr, t, rows, B, W, 0, W, r, WP)
@@ -266,12 +293,15 @@ if triton is not None:
                     _put(old_ptr, t, rows, B, W, 0, W, tl.load(slot, mask=wmask, other=0.0), WP)
                     tl.debug_barrier()  # every thread has loaded the slot before any overwrites it
                 tl.store(slot, value, mask=wmask)
-            elif SOFT:
-                if SAVE:
-                    sptr = snap_ptr + (t - n_old) * B * N * W + rows[:, None, None] * (N * W) \
-                        + ni[None, :, None] * W + wi[None, None, :]
-                    tl.store(sptr, mem, mask=mmask)
-                tl.store(mptr, y[:, :, None] * value[:, None, :] + (1.0 - y[:, :, None]) * mem, mask=mmask)
+            elif SOFT:  # M' = y v + (1 - y) M, chunk by chunk
+                tl.debug_barrier()  # every thread has loaded the memory for the read before any overwrites it
+                for s0 in range(0, NP, CH):
+                    off, cm = _chunk(rows, s0, B, N, W, CH, WP)
+                    yc = _z(y_ptr, t * B * N, rows, B, N, s0, N - s0, CH)[:, :, None]
+                    m = tl.load(mem_ptr + off, mask=cm, other=0.0)
+                    if SAVE:
+                        tl.store(snap_ptr + (t - n_old) * B * N * W + off, m, mask=cm)
+                    tl.store(mem_ptr + off, yc * value[:, None, :] + (1.0 - yc) * m, mask=cm)
             else:
                 if SAVE:
                     _put(old_ptr, t, rows, B, W, 0, W, r, WP)  # the slot read is the slot written
@@ -323,7 +353,7 @@ def sequence_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor
         *(ptr(n) for n in ("hs", "cs", "r", "tr", "th")), ptr("idx") if save and not s.soft else
         torch.zeros(1, dtype=torch.long, device=x.device), *(ptr(n) for n in ("g1", "g2", "old", "snap")),
         T, B, s.n_written, n_old, 1.0 / s.temperature, s.forget_bias, **forward_constants(s, save, noise is not None),
-        num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+        num_warps=NUM_WARPS, num_stages=NUM_STAGES, maxnreg=MAX_REGISTERS)
     saved = Saved(**sv, memory=mem, tpre=empty, un=empty, unn=empty, sc=empty, scn=empty, val=empty, mq=empty,
                   prev=empty, usage=empty) if save else \
         Saved(*([empty] * 11), memory=mem, tpre=empty, un=empty, unn=empty, sc=empty, scn=empty, val=empty,

@@ -37,16 +37,16 @@ def interpreted():
         importlib.reload(triton_backward)
 
 
-def _case(overrides: dict, n_written: int, batch: int, dtype=torch.float64):
+def _case(overrides: dict, n_written: int, batch: int, dtype=torch.float64, n_slots: int = N):
     """(spec, packed weights, forward inputs, saved, upstream gradients) of a small model from a random state."""
-    cfg = ModelConfig(hidden_size=H, n_slots=N, r_size=W, **overrides)
+    cfg = ModelConfig(hidden_size=H, n_slots=n_slots, r_size=W, **overrides)
     model = build_model(cfg, X, Y, seed=0).to(dtype)
     gen = torch.Generator().manual_seed(n_written + batch)
     rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=dtype)  # noqa: E731
     spec, w_x, b_x, w_a, w1, w2, w_v, w_u, w_m, kq, v = fused.pack(model, n_written, 0.7)
-    x, h0, mem0 = rand(T, batch, X), rand(batch, H), rand(batch, N, spec.W)
+    x, h0, mem0 = rand(T, batch, X), rand(batch, H), rand(batch, spec.N, spec.W)
     c0 = None if spec.armin_cell else rand(batch, H)
-    noise = None if spec.soft else gumbel_noise((T, batch, N), gen).to(dtype)
+    noise = None if spec.soft else gumbel_noise((T, batch, spec.N), gen).to(dtype)
     out, _, _, _, saved = fused.py_forward(spec, x, w_x, b_x, noise, w_a, w1, w2, w_v, w_u, w_m, kq, v, h0, c0, mem0,
                                            None, None)
     d_c = None if spec.armin_cell else rand(batch, H)
@@ -81,6 +81,17 @@ def test_every_gradient_matches_py_backward_in_float64(overrides, n_written, bat
     assert len(got) == len(want) == len(GRADS)
     for name, a, b in zip(GRADS, got, want):
         assert (a is None) == (b is None), name
+        if b is not None:
+            torch.testing.assert_close(a.cpu(), b, rtol=0, atol=1e-12, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("overrides, n_written", [({"read": "soft"}, 17), ({}, 18)])
+def test_memory_passes_over_several_slot_chunks_match_py_backward(overrides, n_written):
+    """20 slots: the passes over the whole memory (soft write, soft read, d_y) take two chunks of
+    triton_backward.SLOT_CHUNK = 16, the second partly past N; the fill ends within the sequence."""
+    assert triton_backward.constants(_case(overrides, n_written, 3, n_slots=20)[0])["CH"] < 20
+    got, want = _both(_case(overrides, n_written, 3, n_slots=20))
+    for name, a, b in zip(GRADS, got, want):
         if b is not None:
             torch.testing.assert_close(a.cpu(), b, rtol=0, atol=1e-12, msg=lambda m: f"{name}: {m}")
 

@@ -39,8 +39,8 @@ def interpreted():
         importlib.reload(triton_kernel)
 
 
-def setup(overrides, batch, n_written, seed=0):
-    cfg = ModelConfig(hidden_size=12, n_slots=3, r_size=5, **overrides)
+def setup(overrides, batch, n_written, seed=0, n_slots=3):
+    cfg = ModelConfig(hidden_size=12, n_slots=n_slots, r_size=5, **overrides)
     model = build_model(cfg, X, Y, seed=seed).double()
     with torch.no_grad():  # biases and learned inits off zero, so every term is exercised
         for p in model.parameters():
@@ -57,7 +57,18 @@ def setup(overrides, batch, n_written, seed=0):
 
 @pytest.mark.parametrize("overrides, batch, n_written", CASES)
 def test_the_saved_tensors_equal_the_python_loops(overrides, batch, n_written):
-    cfg, model, x, noise, state = setup(overrides, batch, n_written)
+    _assert_saved_tensors_equal_the_python_loops(*setup(overrides, batch, n_written))
+
+
+def test_soft_passes_over_several_slot_chunks_equal_the_python_loops():
+    """20 slots: the soft read and write pass over the memory in two chunks of triton_kernel.SLOT_CHUNK = 16,
+    the second partly past N; 17 slots written before, so the fill ends within the sequence."""
+    setup_ = setup({"read": "soft"}, 3, 17, n_slots=20)
+    assert triton_kernel.chunk(fused.pack(setup_[1], 17, 0.7).spec) < 20
+    _assert_saved_tensors_equal_the_python_loops(*setup_)
+
+
+def _assert_saved_tensors_equal_the_python_loops(cfg, model, x, noise, state):
     assert triton_kernel.supports(cfg)
     spec, *w = fused.pack(model, state.n_written, 0.7)
     args = (spec, x, *w[:2], noise, *w[2:], state.h, state.c, state.memory, state.prev_read, state.usage, True)
