@@ -259,6 +259,5 @@ def backward(s: Spec, sv: Saved, x: Tensor, w_x: Tensor, w_a: Tensor | None, w1:
         d_zx, d_out.contiguous(), d_h0, arg(d_c0), d_mem0,
         arg(sv.hs), arg(sv.cs), arg(sv.r), arg(sv.tr), arg(sv.th), arg(sv.y), arg(sv.idx), arg(sv.g1), arg(sv.g2),
         arg(sv.old), arg(sv.snap), memory, arg(w_a), arg(w1), arg(w2), arg(w_v),
-        T, B, s.n_written, sv.old.shape[0], s.temperature, **constants(s), num_warps=triton_kernel.NUM_WARPS,
-        num_stages=triton_kernel.NUM_STAGES, maxnreg=triton_kernel.MAX_REGISTERS)
+        T, B, s.n_written, sv.old.shape[0], s.temperature, **constants(s), **triton_kernel.launch_options())
     return (*loop_tail(s, sv, x, w_x, d_zx, need_dx), None, None, None, None, d_h0, d_c0, d_mem0, None, None)

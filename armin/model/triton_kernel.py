@@ -121,6 +121,20 @@ def forward_constants(s: Spec, save: bool, noise: bool) -> dict:
                 SOFT=s.soft, ADDRESS_H=s.address_h, HAS_NOISE=noise, SAVE=save)
 
 
+def launch_options() -> dict:
+    """The launch settings of both kernels (also what `compiled` compiles with); `maxnreg` only where this
+    Triton's CUDA backend has the option (a GPU machine's Triton may be older than the one tested here)."""
+    opts = {"num_warps": NUM_WARPS, "num_stages": NUM_STAGES}
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+
+        if MAX_REGISTERS is not None and "maxnreg" in CUDAOptions.__dataclass_fields__:
+            opts["maxnreg"] = MAX_REGISTERS
+    except (ImportError, AttributeError):
+        pass
+    return opts
+
+
 def compiled(kernel, constants: dict, dtype: str = "fp32", arch: int = 90):
     """`kernel` (a @triton.jit function of this package) compiled with `constants` for CUDA sm_`arch` as the
     launches do, without a GPU (triton ships the compiler; a process with TRITON_INTERPRET set cannot
@@ -131,7 +145,7 @@ def compiled(kernel, constants: dict, dtype: str = "fp32", arch: int = 90):
     sig = {n: "constexpr" if n in constants else "*i64" if n == "idx_ptr" else f"*{dtype}" if n.endswith("_ptr")
            else "fp32" if n in FLOAT_SCALARS else "i32" for n in kernel.arg_names}
     return triton.compile(ASTSource(kernel, sig, constants), target=GPUTarget("cuda", arch, 32),
-                          options={"num_stages": NUM_STAGES, "num_warps": NUM_WARPS, "maxnreg": MAX_REGISTERS})
+                          options=launch_options())
 
 
 def shared_bytes(kernel, constants: dict, dtype: str = "fp32", arch: int = 90) -> int:
@@ -353,7 +367,7 @@ def sequence_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor
         *(ptr(n) for n in ("hs", "cs", "r", "tr", "th")), ptr("idx") if save and not s.soft else
         torch.zeros(1, dtype=torch.long, device=x.device), *(ptr(n) for n in ("g1", "g2", "old", "snap")),
         T, B, s.n_written, n_old, 1.0 / s.temperature, s.forget_bias, **forward_constants(s, save, noise is not None),
-        num_warps=NUM_WARPS, num_stages=NUM_STAGES, maxnreg=MAX_REGISTERS)
+        **launch_options())
     saved = Saved(**sv, memory=mem, tpre=empty, un=empty, unn=empty, sc=empty, scn=empty, val=empty, mq=empty,
                   prev=empty, usage=empty) if save else \
         Saved(*([empty] * 11), memory=mem, tpre=empty, un=empty, unn=empty, sc=empty, scn=empty, val=empty,
