@@ -67,8 +67,6 @@ def test_triton_warm_runs_the_grids_models_through_the_triton_kernels_in_subproc
     (job,) = result["jobs"]
     assert result["ok"] and job == {"variant": "reference/armin", "warps": 4, "rc": 0, "seconds": job["seconds"],
                                     "error": None} and job["seconds"] > 0
-    broken = gpu_check.triton_warm("no-such-device", 8, only=1)  # the job fails: its reason is kept
-    assert not broken["ok"] and broken["jobs"][0]["rc"] != 0 and broken["jobs"][0]["error"]
 
 
 def test_merge_joins_the_cells_and_a_missing_grid_is_not_ok(tmp_path):
