@@ -41,6 +41,7 @@ uncovered, covers = triton_kernel.uncovered, triton_kernel.covers  # the forward
 if triton is not None:
     _z = triton_kernel._z  # the block's rows of a (T, B, ld) tensor at one step, zero past the sizes
     _chunk = triton_kernel._chunk  # offsets and mask of a chunk of slots of the block's memory rows
+    _put = triton_kernel._put  # ptr[step, rows, col0:col0+n] = v for a (steps, B, ld) buffer
 
     @triton.jit
     def _vm(d, w_ptr, ld, row0, col0, n_rows, n_cols, KP: tl.constexpr, JP: tl.constexpr):
@@ -50,12 +51,6 @@ if triton is not None:
         w = tl.load(w_ptr + (row0 + k[:, None]) * ld + col0 + j[None, :],
                     mask=(k[:, None] < n_rows) & (j[None, :] < n_cols), other=0.0)
         return tl.dot(d, w.to(d.dtype), input_precision="ieee")
-
-    @triton.jit
-    def _put(ptr, base, rows, B, ld, col0, n, v, JP: tl.constexpr):
-        """Store v (BLOCK_B, JP) into the block's rows of ptr[base + row * ld + col0 : + n]."""
-        j = tl.arange(0, JP)
-        tl.store(ptr + base + rows[:, None] * ld + col0 + j[None, :], v, mask=(rows[:, None] < B) & (j[None, :] < n))
 
     @triton.jit
     def _dsig(g):
@@ -113,7 +108,7 @@ if triton is not None:
                     tl.store(dmem_ptr + off, dm * (1.0 - yc), mask=cm)  # from its own load: none pending
                     tl.store(mem_ptr + off, tl.load(snap_ptr + sbase + off, mask=cm, other=0.0), mask=cm)
             if REFERENCE:  # value = z[v] + new @ w_v^T
-                _put(dz_ptr, t * B * K, rows, B, K, OV, W, d_val, WP)
+                _put(dz_ptr, t, rows, B, K, OV, W, d_val, WP)
                 d_new = d_h + _vm(d_val, wv_ptr, H, 0, 0, W, H, WP, HP)
             else:  # value = new (W == H, so WP == HP)
                 d_new = d_h + d_val
@@ -144,12 +139,11 @@ if triton is not None:
                 d_f = d_cn * hp * _dsig(sf)
                 d_oh = d_soh * _dsig(soh)
                 d_or = d_sor * _dsig(sor)
-                zb = t * B * K
-                _put(dz_ptr, zb, rows, B, K, O2, H, d_i, HP)
-                _put(dz_ptr, zb, rows, B, K, O2 + H, H, d_j, HP)
-                _put(dz_ptr, zb, rows, B, K, O2 + 2 * H, H, d_f, HP)
-                _put(dz_ptr, zb, rows, B, K, O2 + 3 * H, H, d_oh, HP)
-                _put(dz_ptr, zb, rows, B, K, O2 + 4 * H, W, d_or, WP)
+                _put(dz_ptr, t, rows, B, K, O2, H, d_i, HP)
+                _put(dz_ptr, t, rows, B, K, O2 + H, H, d_j, HP)
+                _put(dz_ptr, t, rows, B, K, O2 + 2 * H, H, d_f, HP)
+                _put(dz_ptr, t, rows, B, K, O2 + 3 * H, H, d_oh, HP)
+                _put(dz_ptr, t, rows, B, K, O2 + 4 * H, W, d_or, WP)
                 # d_p2 @ w2: the gradient of [g^h h, g^r r], gate block by gate block
                 d_hg = (_vm(d_i, w2_ptr, C, 0, 0, H, H, HP, HP) + _vm(d_j, w2_ptr, C, H, 0, H, H, HP, HP)
                         + _vm(d_f, w2_ptr, C, 2 * H, 0, H, H, HP, HP) + _vm(d_oh, w2_ptr, C, 3 * H, 0, H, H, HP, HP)
@@ -163,8 +157,8 @@ if triton is not None:
                 d_r += d_rg * gr
                 d_p1h = d_hg * hp * _dsig(gh)
                 d_p1r = d_rg * r * _dsig(gr)
-                _put(dz_ptr, zb, rows, B, K, O1, H, d_p1h, HP)
-                _put(dz_ptr, zb, rows, B, K, O1 + H, W, d_p1r, WP)
+                _put(dz_ptr, t, rows, B, K, O1, H, d_p1h, HP)
+                _put(dz_ptr, t, rows, B, K, O1 + H, W, d_p1r, WP)
                 d_hp += _vm(d_p1h, w1_ptr, C, 0, 0, H, H, HP, HP) + _vm(d_p1r, w1_ptr, C, H, 0, W, H, WP, HP)
                 d_r += _vm(d_p1h, w1_ptr, C, 0, H, H, W, HP, WP) + _vm(d_p1r, w1_ptr, C, H, H, W, W, WP, WP)
             else:  # LSTM over [h, r]: i, j, f, o; c = f c + i tanh(j), h = o tanh(c), out = [h, r]
@@ -182,11 +176,10 @@ if triton is not None:
                 d_j = d_cn * si * (1.0 - tj * tj)
                 d_f = d_cn * cp * _dsig(sf)
                 d_o = d_new * tc * _dsig(so)
-                zb = t * B * K
-                _put(dz_ptr, zb, rows, B, K, O1, H, d_i, HP)
-                _put(dz_ptr, zb, rows, B, K, O1 + H, H, d_j, HP)
-                _put(dz_ptr, zb, rows, B, K, O1 + 2 * H, H, d_f, HP)
-                _put(dz_ptr, zb, rows, B, K, O1 + 3 * H, H, d_o, HP)
+                _put(dz_ptr, t, rows, B, K, O1, H, d_i, HP)
+                _put(dz_ptr, t, rows, B, K, O1 + H, H, d_j, HP)
+                _put(dz_ptr, t, rows, B, K, O1 + 2 * H, H, d_f, HP)
+                _put(dz_ptr, t, rows, B, K, O1 + 3 * H, H, d_o, HP)
                 d_hp = (_vm(d_i, w1_ptr, C, 0, 0, H, H, HP, HP) + _vm(d_j, w1_ptr, C, H, 0, H, H, HP, HP)
                         + _vm(d_f, w1_ptr, C, 2 * H, 0, H, H, HP, HP) + _vm(d_o, w1_ptr, C, 3 * H, 0, H, H, HP, HP))
                 d_r += (_vm(d_i, w1_ptr, C, 0, H, H, W, HP, WP) + _vm(d_j, w1_ptr, C, H, H, H, W, HP, WP)
@@ -211,7 +204,7 @@ if triton is not None:
             d_y = _z(dz_ptr, zb, rows, B, K, 0, N, NP)  # (BLOCK, NP), 0 on the padding
             tl.debug_barrier()  # every thread has loaded d_y before d_a overwrites it
             d_a = y * (d_y - tl.sum(y * d_y, axis=1)[:, None]) / temperature
-            _put(dz_ptr, zb, rows, B, K, 0, N, d_a, NP)
+            _put(dz_ptr, t, rows, B, K, 0, N, d_a, NP)
             if ADDRESS_H:
                 d_hp += _vm(d_a, wa_ptr, H, 0, 0, N, H, NP, HP)
             d_h = d_hp

@@ -15,7 +15,7 @@ and write are 0).
 Python and C++ loops write, so `fused.TritonKernels` trains through it with the Triton backward
 kernel (`triton_backward.py`).
 
-Covered (`covers`): the integrating cell in both formulations and the LSTM cell; addressing hidden /
+Covered (`covers`, for a fused call's `Spec`): the integrating cell in both formulations and the LSTM cell; addressing hidden /
 hidden_only / input_only; Gumbel (hard) and soft reads; any n_written. Not: TARDIS addressing and
 the TARDIS cell (their per-slot scorer and gate noise), which run the Python loop on a GPU.
 
@@ -32,7 +32,6 @@ import os
 import torch
 from torch import Tensor
 
-from armin.model.config import ModelConfig
 from armin.model.kernel_types import Saved, Spec
 
 try:
@@ -59,8 +58,6 @@ MAX_REGISTERS = 255
 #: the default sizes; the whole (16, 64, 32) would be 256 a thread, past the 255 registers a thread may have.
 SLOT_CHUNK = 16
 FLOAT_SCALARS = ("inv_temp", "forget_bias", "temperature")  # the kernels' fp32 scalar arguments
-SUPPORT = {"arch": ("armin",), "cell": ("armin", "lstm"), "addressing": ("hidden", "hidden_only", "input_only"),
-           "read": ("gumbel", "soft"), "formulation": ("reference", "paper")}
 
 
 def available() -> bool:
@@ -83,11 +80,6 @@ def runs_on(x: Tensor) -> str:
     if x.device.type != "cuda" and not interpreted():
         return f"Triton kernels need a CUDA device (inputs on {x.device}; TRITON_INTERPRET=1 runs them on CPU)"
     return ""
-
-
-def supports(cfg: ModelConfig) -> bool:
-    """Whether the kernel computes this model configuration."""
-    return all(getattr(cfg, k) in allowed for k, allowed in SUPPORT.items())
 
 
 def uncovered(s: Spec) -> str:
@@ -368,8 +360,5 @@ def sequence_forward(s: Spec, x: Tensor, w_x: Tensor, b_x: Tensor, noise: Tensor
         torch.zeros(1, dtype=torch.long, device=x.device), *(ptr(n) for n in ("g1", "g2", "old", "snap")),
         T, B, s.n_written, n_old, 1.0 / s.temperature, s.forget_bias, **forward_constants(s, save, noise is not None),
         **launch_options())
-    saved = Saved(**sv, memory=mem, tpre=empty, un=empty, unn=empty, sc=empty, scn=empty, val=empty, mq=empty,
-                  prev=empty, usage=empty) if save else \
-        Saved(*([empty] * 11), memory=mem, tpre=empty, un=empty, unn=empty, sc=empty, scn=empty, val=empty,
-              mq=empty, prev=empty, usage=empty)
+    saved = Saved(**(dict.fromkeys(Saved._fields, empty) | (sv if save else {}) | {"memory": mem}))
     return out, y, h, c, saved

@@ -69,8 +69,8 @@ def test_soft_passes_over_several_slot_chunks_equal_the_python_loops():
 
 
 def _assert_saved_tensors_equal_the_python_loops(cfg, model, x, noise, state):
-    assert triton_kernel.supports(cfg)
     spec, *w = fused.pack(model, state.n_written, 0.7)
+    assert triton_kernel.covers(spec)
     args = (spec, x, *w[:2], noise, *w[2:], state.h, state.c, state.memory, state.prev_read, state.usage, True)
     with torch.no_grad():
         want = fused.py_forward(*args[:-1])
@@ -108,9 +108,9 @@ def test_training_through_the_triton_kernels_matches_naive(overrides, batch):
 
 def test_calls_off_its_list_are_refused_in_one_line(monkeypatch):
     model = build_model(ModelConfig(hidden_size=8, n_slots=3, cell="tardis", addressing="tardis"), X, Y, seed=0)
-    assert not triton_kernel.supports(model.cfg)
     x = torch.zeros(2, 1, X, device=DEVICE)
     spec = fused.pack(model, 0, 1.0).spec
+    assert not triton_kernel.covers(spec)
     with pytest.raises(RuntimeError, match="unavailable here: TARDIS addressing$"):
         fused.kernels_for(x, "triton", spec)
     model.kernels = "triton"
