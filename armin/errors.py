@@ -6,6 +6,12 @@ raised them before re-export their names (`armin.storage.StorageError`, ...).
 """
 
 
+def described(e: BaseException) -> str:
+    """An exception as one line: `Type: first line of its message` (the type alone when it has none)."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
 class ArminError(Exception):
     """A problem the user can fix (bad spec, bad value, bad file); never a bug in armin."""
 

@@ -80,6 +80,11 @@ def run_trial(device: str, steps: int, seed: int, tiny: bool = False) -> dict:
     return out
 
 
+def _why_failed(p: subprocess.Popen, err: str) -> str:
+    """A failed subprocess stage's reason: the last line of its stderr (the exception), else its exit code."""
+    return err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}"
+
+
 def fractional(device: str, counts: list[int], steps: int, tiny: bool = False) -> dict:
     """N trials at once as subprocesses; trials/hour from the wall time until the last one ends."""
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
@@ -91,8 +96,7 @@ def fractional(device: str, counts: list[int], steps: int, tiny: bool = False) -
                                   env=env, cwd=ROOT) for k in range(n)]
         outs = [p.communicate() for p in procs]
         wall = time.perf_counter() - start
-        failed = [err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}"
-                  for p, (_, err) in zip(procs, outs) if p.returncode]
+        failed = [_why_failed(p, err) for p, (_, err) in zip(procs, outs) if p.returncode]
         trials = [json.loads(o) for p, (o, _) in zip(procs, outs) if p.returncode == 0]
         rows.append({"trials_at_once": n, "wall_s": wall, "trials_per_hour": 3600 * len(trials) / wall,
                      # the same without interpreter start and imports (what workers kept alive, as Ray's, pay)
@@ -175,6 +179,7 @@ def triton_checks(dev, configs=TRITON_CONFIGS) -> list[dict]:
     reads and every parameter's gradient, at a batch spanning two programs; or why it was skipped."""
     import torch
 
+    from armin.errors import described
     from armin.model import ModelConfig, build_model, fused, gumbel_noise, triton_kernel
     from armin.model.naive import naive_armin
 
@@ -198,8 +203,7 @@ def triton_checks(dev, configs=TRITON_CONFIGS) -> list[dict]:
             got = model(xd, temperature=0.7, noise=None if noise is None else noise.to(dev), trace=True)
             got_g = torch.autograd.grad(got.logits.square().mean(), list(model.parameters()), allow_unused=True)
         except Exception as e:  # noqa: BLE001 - a kernel that does not build here is this check's result
-            out.append({"config": overrides or "default", "path": "triton", "ok": False,
-                        "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"})
+            out.append({"config": overrides or "default", "path": "triton", "ok": False, "error": described(e)})
             continue
         zero = lambda g, p: torch.zeros_like(p.detach().cpu()) if g is None else g.cpu()  # noqa: E731
         err = max([float((got.logits.cpu() - want).abs().max()), float((got.reads.cpu() - want_y).abs().max())]
@@ -229,10 +233,9 @@ def triton_warm(device: str, hidden: int, only: int | None = None) -> dict:
     rows = []
     for (f, c, w), p in zip(jobs, procs):
         out, err = p.communicate()
-        last = err.strip().splitlines()[-1] if err.strip() else ""
         rows.append({"variant": f"{f}/{c}", "warps": w, "rc": p.returncode,
                      "seconds": json.loads(out)["seconds"] if p.returncode == 0 else None,
-                     "error": last if p.returncode else None})
+                     "error": _why_failed(p, err) if p.returncode else None})
     return {"device": device, "hidden": hidden, "shape": WARM_SHAPE, "jobs": rows,
             "wall_s": time.perf_counter() - start, "ok": all(r["rc"] == 0 for r in rows)}
 

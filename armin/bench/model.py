@@ -39,6 +39,7 @@ import torch
 
 from armin.costs.measure import peak_tensor_bytes, sync
 from armin.costs.warm import prepare
+from armin.errors import described
 from armin.model import ModelConfig, build_model, gumbel_noise
 from armin.model.graphs import Capture, GraphedPass, capture_cuda
 from armin.model.naive import naive_armin
@@ -168,13 +169,15 @@ def _model_run(model):
 
 
 def _triton_run(model, warps: int):
+    """`_model_run`'s call with the Triton kernels' warps per program set first (a launch setting)."""
     from armin.model import triton_kernel
 
-    def run(x, train, gen):
-        triton_kernel.NUM_WARPS = warps  # a launch setting read at each launch
-        model.train(train)
-        return model(x, generator=gen).logits
-    return run
+    run = _model_run(model)
+
+    def with_warps(x, train, gen):
+        triton_kernel.NUM_WARPS = warps
+        return run(x, train, gen)
+    return with_warps
 
 
 def _naive_run(cfg: ModelConfig, model):
@@ -249,7 +252,7 @@ def bench_cell(contenders: list[Contender], batch: int, seq_len: int, modes: Seq
                 try:
                     dt = once(c, mode, x, gen)
                 except Exception as e:  # noqa: BLE001 - one contender's failure must not lose the others' times
-                    failed[c.name] = f"{mode}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                    failed[c.name] = f"{mode}: {described(e)}"
                     continue
                 if r >= warmup:
                     times[(c.name, mode)].append(dt)

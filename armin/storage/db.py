@@ -34,7 +34,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from armin.errors import StorageError
+from armin.errors import StorageError, described
 from armin.storage.models import SCHEMA_VERSION, SCHEMA_VERSION_KEY, Base, Meta, utcnow
 
 __all__ = ["BUSY_TIMEOUT_MS", "Database", "StorageError", "check_armin_schema", "connect_readonly", "copy_database",
@@ -332,6 +332,4 @@ def _make_engine(path: Path, *, readonly: bool) -> Engine:
 
 def _one_line(e: BaseException) -> str:
     """The driver's own message ("UNIQUE constraint failed: ..."), without SQLAlchemy's SQL dump."""
-    cause = getattr(e, "orig", None) or e
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
+    return described(getattr(e, "orig", None) or e)
