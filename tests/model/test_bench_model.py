@@ -100,3 +100,16 @@ def test_a_contender_that_raises_is_an_error_row_and_the_others_are_still_timed(
     add_ratios(rows)  # again: an error row is skipped, not a KeyError
     (t,) = targets(rows, 8, gpu=True)
     assert t["gpu_path"] == "armin"
+
+
+def test_no_tardis_leaves_the_tardis_family_out(capsys):
+    threads = torch.get_num_threads()
+    try:
+        code = main(["bench", "model", "--batch", "2", "--seq-len", "4", "--hidden", "8", "--repeats", "1",
+                     "--warmup", "0", "--threads", "1", "--modes", "infer", "--no-naive", "--no-eager", "--no-tardis",
+                     "--json"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    names = {r["name"] for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert names == {f"armin {f}/{c}" for f, c in VARIANTS} | {"nn.LSTM H=8", "nn.LSTM H=24"}
